@@ -1,0 +1,5 @@
+import sys
+
+from churnops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""Shared fixtures. Services (Java/Spark, MariaDB, the CDK CLI) are skipped with a visible reason
+on a laptop that lacks them, and fail the run when CHURNOPS_REQUIRE_SERVICES=1 (CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES_REQUIRED = os.environ.get("CHURNOPS_REQUIRE_SERVICES") == "1"
+
+
+def need(condition: bool, what: str) -> None:
+    """Skip when `what` is missing, or fail when CHURNOPS_REQUIRE_SERVICES=1 says it must exist."""
+    if condition:
+        return
+    if SERVICES_REQUIRED:
+        pytest.fail(f"{what} is missing and CHURNOPS_REQUIRE_SERVICES=1", pytrace=False)
+    pytest.skip(f"{what} is missing (set CHURNOPS_REQUIRE_SERVICES=1 to make this a failure)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def telco_csv() -> Path:
+    path = os.environ.get("CHURNOPS_TELCO_CSV")
+    if not path:
+        pytest.skip("real Telco data not configured: set CHURNOPS_TELCO_CSV to enable")
+    assert Path(path).is_file(), f"CHURNOPS_TELCO_CSV={path} does not exist"
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def insurance_csv() -> Path:
+    path = os.environ.get("CHURNOPS_INSURANCE_CSV")
+    if not path:
+        default = REPO.parent / "shared" / "data" / "insurance" / "insurance_data.csv"
+        if not default.is_file():
+            pytest.skip("insurance data not configured: set CHURNOPS_INSURANCE_CSV to enable")
+        path = str(default)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def aws_env() -> Iterator[dict[str, str]]:
+    """A moto server on loopback that every boto3 client reaches through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    from churnops.aws import reset_clients
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        reset_clients()
+        yield env
+        reset_clients()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark():  # type: ignore[no-untyped-def]
+    need(shutil.which("java") is not None, "Java (for local Spark)")
+    try:
+        from churnops.spark import local_spark_session
+    except ImportError as err:  # pragma: no cover - pyspark missing
+        need(False, f"PySpark ({err})")
+    session = local_spark_session("churnops-tests")
+    yield session
+    session.stop()
