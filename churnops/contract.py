@@ -15,12 +15,14 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from churnops.errors import ChurnOpsError
+
+if TYPE_CHECKING:  # pandas is imported inside validate(): the serving image carries no pandas
+    import pandas as pd
 
 REJECT_REASON = "reject_reason"
 
@@ -202,6 +204,8 @@ class Contract:
         Each column is factorised first and every check runs once per distinct value: customer
         files have few distinct values per column, which makes a million rows take about a second.
         """
+        import pandas as pd
+
         problems = self.check_header(raw.columns, target_required=target_required)
         if problems:
             raise ChurnOpsError(f"{self.name} contract: {problems.describe()}")
