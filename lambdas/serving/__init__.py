@@ -1,0 +1,1 @@
+"""The serving Lambda: API Gateway REST proxy events to churnops.serving."""
