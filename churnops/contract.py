@@ -99,6 +99,9 @@ class Contract:
     positive_label: str
     table: str  # database table the ingested rows live in
     extra_non_features: tuple[str, ...] = field(default=())
+    # Slices the retrain gate checks a challenger on: (column, band edges). No edges means one
+    # slice per category; edges cut a numeric column into bands (e.g. tenure in months).
+    slices: tuple[tuple[str, tuple[float, ...]], ...] = field(default=())
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -107,6 +110,9 @@ class Contract:
         for required in (self.id_column, self.target_column):
             if required not in names:
                 raise ValueError(f"contract {self.name} lacks column {required}")
+        for name, _edges in self.slices:
+            if name not in names:
+                raise ValueError(f"contract {self.name}: slice column {name} is not a column")
         target = self.column(self.target_column)
         if target.allowed is None or self.positive_label not in target.allowed:
             raise ValueError(f"contract {self.name}: positive label not among target values")
@@ -228,7 +234,10 @@ class Contract:
             text = np.array(
                 ["" if (u is None or u != u) else str(u).strip() for u in uniques], dtype=object
             )
-            shown = np.array([t[:40] for t in text], dtype=object)
+            # Values quoted in messages; an id column (one distinct value per row) needs none.
+            shown = (
+                text if col.kind is Kind.STRING else np.array([t[:40] for t in text], dtype=object)
+            )
             blank_u = text == ""
             blank = blank_u[codes]
             if col.kind is Kind.STRING:
@@ -295,7 +304,8 @@ class Contract:
         flag(dup, f"{self.id_column} repeats an earlier row of this file")
 
         ok = reasons == ""
-        clean = pd.DataFrame({name: values[ok] for name, values in out.items()})
+        # copy=False: the masked arrays are new already; consolidating them would copy again.
+        clean = pd.DataFrame({name: values[ok] for name, values in out.items()}, copy=False)
         for col in present:
             if col.kind is Kind.INTEGER:
                 clean[col.name] = clean[col.name].round().astype("Int64")
@@ -374,6 +384,7 @@ TELCO = Contract(
     target_column="Churn",
     positive_label="Yes",
     table="customers",
+    slices=(("Contract", ()), ("tenure", (12.0, 24.0, 48.0))),
     columns=(
         Column("customerID", Kind.STRING, "Customer identifier", max_length=64),
         Column("gender", Kind.CATEGORY, "Customer gender", allowed=("Male", "Female")),
@@ -439,6 +450,7 @@ INSURANCE = Contract(
     target_column="churn",
     positive_label="1",
     table="insurance_customers",
+    slices=(("policy_type", ()), ("age", (30.0, 45.0, 60.0))),
     columns=(
         Column("customer_id", Kind.STRING, "Customer identifier", max_length=64),
         Column("age", Kind.INTEGER, "Age in years", minimum=18, maximum=120),

@@ -24,6 +24,12 @@ def need(condition: bool, what: str) -> None:
     pytest.skip(f"{what} is missing (set CHURNOPS_REQUIRE_SERVICES=1 to make this a failure)")
 
 
+@pytest.fixture(scope="session")
+def need_service():  # type: ignore[no-untyped-def]
+    """`need` as a fixture: a tier's own conftest.py shadows `from conftest import need`."""
+    return need
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,6 +80,31 @@ def aws_env() -> Iterator[dict[str, str]]:
         reset_clients()
         yield env
         reset_clients()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_ext(aws_env):  # type: ignore[no-untyped-def]
+    """moto with the twin's extension layer: Step Functions executes definitions, Lambda tasks run
+    our handlers, Glue runs `glue_jobs/` scripts on local Spark, EventBridge delivers to state
+    machines and Lambda. Create state machines AFTER requesting this fixture (moto keeps executable
+    state machines in a separate backend). Yields the `TaskRunner`."""
+    from churnops.local import moto_ext as extension
+
+    runner = extension.install(extension.TaskRunner())
+    yield runner
+    extension.uninstall()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One private MariaDB server for the session (churnops.local.mariadb.PrivateMariaDB)."""
+    from churnops.local import mariadb as private_mariadb
+
+    need(private_mariadb.available(), "MariaDB server binaries (/usr/sbin/mariadbd)")
+    server = private_mariadb.PrivateMariaDB(tmp_path_factory.mktemp("mariadb") / "data")
+    server.start()
+    yield server
     server.stop()
 
 

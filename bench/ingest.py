@@ -1,0 +1,159 @@
+"""Ingest benchmark: the real ingest job against MariaDB's own bulk loader, on the same rows.
+
+    python bench/ingest.py --rows 1000000
+
+1. Writes N synthetic Telco customers (`churnops.synthetic`) to a CSV file.
+2. Starts a private MariaDB and a moto server (S3, Secrets Manager) in this process.
+3. Uploads the file to incoming/ and runs `glue_jobs/ingest_customers.py` exactly as Glue would
+   (argument list), timing the whole job: secret, download, parse, contract validation, curated
+   Parquet, staging, merge, audit.
+4. Loads the same CSV into a table with the same DDL using `LOAD DATA LOCAL INFILE`: the physical
+   baseline, with no validation (non-strict mode, so the blank TotalCharges cells load as 0).
+
+The last line is `ingest rows=N job_rows_per_s=X load_data_rows_per_s=Y ratio=Z` (ratio = job
+time / LOAD DATA time). Target on 2 cores at 1,000,000 rows: ratio <= 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--load-strategy", default="direct", choices=("direct", "staged"))
+    parser.add_argument("--staging-method", default="auto", choices=("auto", "load_data", "insert"))
+    args = parser.parse_args(argv)
+
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
+
+    from churnops import aws, database
+    from churnops.contract import TELCO
+    from churnops.local.mariadb import PrivateMariaDB
+    from churnops.synthetic import generate, write_csv
+
+    work = Path(tempfile.mkdtemp(prefix="churnops-bench-ingest-"))
+    csv_path = work / "customers.csv"
+    started = time.perf_counter()
+    write_csv(generate(args.rows, args.seed), csv_path)
+    print(
+        f"generated {args.rows} rows ({csv_path.stat().st_size / 1e6:.1f} MB) "
+        f"in {time.perf_counter() - started:.1f}s",
+        flush=True,
+    )
+
+    port = _free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
+    )
+    aws.reset_clients()
+    # Room for the table, the staging copy and the baseline's table at a million rows (~1.5 GB).
+    server = PrivateMariaDB(work / "mariadb", buffer_pool="2G")
+    try:
+        server.start()
+        password = secrets.token_urlsafe(16)
+        server.create_database("bench")
+        server.create_user("bench", password, "bench")
+        secret_arn = aws.client("secretsmanager").create_secret(
+            Name="bench/db",
+            SecretString=json.dumps(server.secret_value("bench", password, "bench")),
+        )["ARN"]
+        s3 = aws.client("s3")
+        for bucket in ("bench-raw", "bench-curated"):
+            s3.create_bucket(Bucket=bucket)
+        s3.upload_file(str(csv_path), "bench-raw", "incoming/customers.csv")
+
+        # ---- the job ------------------------------------------------------------------------
+        spec = importlib.util.spec_from_file_location(
+            "ingest_job", REPO / "glue_jobs" / "ingest_customers.py"
+        )
+        assert spec and spec.loader
+        job = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(job)
+        job_argv = ["--JOB_ID", "j_bench", "--JOB_RUN_ID", "jr_bench", "--JOB_NAME", "ingest"]
+        job_argv += ["--source_bucket", "bench-raw", "--source_key", "incoming/customers.csv"]
+        job_argv += ["--curated_bucket", "bench-curated", "--db_secret_arn", secret_arn]
+        job_argv += ["--contract_name", "telco", "--load_strategy", args.load_strategy]
+        job_argv += ["--staging_method", args.staging_method]
+        started = time.perf_counter()
+        result = job.main(job_argv)
+        job_seconds = time.perf_counter() - started
+        if result["rows_loaded"] + result["rows_quarantined"] != args.rows:
+            raise SystemExit(f"the job read {result['rows_read']} rows, expected {args.rows}")
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in result["seconds"].items())
+        print(
+            f"job ({args.load_strategy}, {args.staging_method}): {job_seconds:.2f}s for {result['rows_loaded']} loaded + "
+            f"{result['rows_quarantined']} quarantined ({stages})",
+            flush=True,
+        )
+
+        # ---- the baseline -------------------------------------------------------------------
+        conn = database.connect(secret_arn, local_infile=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_mode = ''")  # a bulk loader does not validate
+                cur.execute("DROP TABLE IF EXISTS `load_data_baseline`")
+                cur.execute(TELCO.ddl("load_data_baseline"))
+                conn.commit()
+                started = time.perf_counter()
+                cur.execute(
+                    "LOAD DATA LOCAL INFILE %s INTO TABLE `load_data_baseline` CHARACTER SET utf8mb4"
+                    " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"'"
+                    " LINES TERMINATED BY '\\n' IGNORE 1 LINES",
+                    (str(csv_path),),
+                )
+                conn.commit()
+                load_seconds = time.perf_counter() - started
+                loaded = cur.rowcount
+        finally:
+            conn.close()
+        print(f"LOAD DATA LOCAL INFILE: {load_seconds:.2f}s for {loaded} rows", flush=True)
+    finally:
+        server.stop()
+        moto.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    job_rate = args.rows / job_seconds
+    load_rate = args.rows / load_seconds
+    print(
+        f"ingest rows={args.rows} job_rows_per_s={job_rate:.0f} "
+        f"load_data_rows_per_s={load_rate:.0f} ratio={job_seconds / load_seconds:.2f}"
+    )
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

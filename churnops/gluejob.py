@@ -1,0 +1,151 @@
+"""What every Glue entry script needs, identical on AWS Glue and on local Spark.
+
+- `resolve_args`: awsglue's `getResolvedOptions` where `awsglue` imports, an argparse equivalent
+  otherwise, plus optional arguments with defaults (which `getResolvedOptions` lacks).
+- `spark_session`: GlueContext's session on Glue, `churnops.spark.local_spark_session()` locally.
+- The S3 adapter: this machine's Spark has no hadoop-aws jar and cannot read `s3://`, so jobs
+  move objects with boto3 (through `churnops.aws`, which honours AWS_ENDPOINT_URL and so reaches
+  moto in the twin). Glue runs the same functions; nothing branches on where we are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from churnops import aws
+from churnops.errors import ChurnOpsError
+
+
+# ---- arguments ----------------------------------------------------------------------------------
+def resolve_args(
+    argv: Sequence[str] | None,
+    required: Sequence[str],
+    optional: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Resolve `--name value` job arguments into {name: value}.
+
+    `argv` is what Glue passes (sys.argv: the script path, then `--name value` pairs, including
+    Glue's own such as --JOB_ID); a list that starts with an option is accepted too. Unknown
+    arguments are ignored, as `getResolvedOptions` does. Optional names take their default when
+    absent.
+    """
+    args = list(sys.argv if argv is None else argv)
+    if not args or args[0].startswith("--"):
+        args = ["job", *args]
+    optional = dict(optional or {})
+    present = {a[2:].split("=", 1)[0] for a in args[1:] if a.startswith("--")}
+    wanted = [*required, *(name for name in optional if name in present)]
+    try:
+        from awsglue.utils import getResolvedOptions  # type: ignore[import-not-found]
+    except ImportError:
+        resolved = _parse(args[1:], wanted)
+    else:  # pragma: no cover - only on AWS Glue
+        resolved = getResolvedOptions(args, wanted)
+    return {**optional, **{k: v for k, v in resolved.items() if k in wanted}}
+
+
+def _parse(args: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    parser = argparse.ArgumentParser(prog="glue-job", add_help=False, allow_abbrev=False)
+    for name in names:
+        parser.add_argument(f"--{name}", dest=name, required=True)
+    try:
+        parsed, _unknown = parser.parse_known_args(list(args))
+    except SystemExit:
+        missing = [n for n in names if not any(a.split("=", 1)[0] == f"--{n}" for a in args)]
+        raise ChurnOpsError(
+            "missing job argument(s): " + ", ".join(f"--{n}" for n in missing or names)
+        ) from None
+    return vars(parsed)
+
+
+# ---- Spark --------------------------------------------------------------------------------------
+def spark_session(spark: Any = None) -> Any:
+    """The given session, GlueContext's on Glue, or a local one."""
+    if spark is not None:
+        return spark
+    try:
+        from awsglue.context import GlueContext  # type: ignore[import-not-found]
+    except ImportError:
+        from churnops.spark import local_spark_session
+
+        return local_spark_session()
+    from pyspark.context import SparkContext  # pragma: no cover - only on AWS Glue
+
+    return GlueContext(SparkContext.getOrCreate()).spark_session  # pragma: no cover
+
+
+# ---- the S3 adapter -----------------------------------------------------------------------------
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def head(bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's metadata, or None when it does not exist."""
+    s3 = aws.client("s3")
+    try:
+        return dict(s3.head_object(Bucket=bucket, Key=key))
+    except s3.exceptions.ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def read_bytes(bucket: str, key: str) -> bytes:
+    body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        return bytes(body.read())
+    finally:
+        body.close()
+
+
+def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> str:
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    return s3_uri(bucket, key)
+
+
+def upload_file(path: str | Path, bucket: str, key: str) -> str:
+    aws.client("s3").upload_file(str(path), bucket, key)
+    return s3_uri(bucket, key)
+
+
+def download_file(bucket: str, key: str, path: str | Path) -> Path:
+    aws.client("s3").download_file(bucket, key, str(path))
+    return Path(path)
+
+
+def upload_tree(local_dir: str | Path, bucket: str, prefix: str) -> list[str]:
+    """Upload every file under `local_dir` (Spark output: part files, no _SUCCESS/.crc)."""
+    root = Path(local_dir)
+    keys = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name.startswith(("_", ".")):
+            continue
+        key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
+        upload_file(path, bucket, key)
+        keys.append(key)
+    return keys
+
+
+def move(bucket: str, key: str, new_key: str) -> str:
+    """Copy then delete: S3 has no rename. A crash in between leaves a copy, never a loss."""
+    s3 = aws.client("s3")
+    s3.copy_object(Bucket=bucket, Key=new_key, CopySource={"Bucket": bucket, "Key": key})
+    s3.delete_object(Bucket=bucket, Key=key)
+    return s3_uri(bucket, new_key)
+
+
+@contextmanager
+def scratch_dir(prefix: str = "churnops-job-") -> Iterator[Path]:
+    """A local working directory removed afterwards (Glue workers have local disk too)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
