@@ -1,0 +1,316 @@
+"""The retrain flow's steps as the state machine runs them: state in, small JSON out.
+
+Each step takes the execution's state (the input plus what earlier steps returned, each under
+its own key as the Lambda invoke result: `state["snapshot"]["Payload"]`, ...) and returns a small
+JSON-safe dict of S3 URIs, ids and figures, never data. The handlers in
+`lambdas/retrain/handlers.py` only build `RetrainEnv` from the environment and call these.
+
+Nothing before `promote_step` writes the champion pointer; `promote_step` writes it only
+conditionally on the ETag the evaluate step saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from churnops.contract import Contract, get_contract
+from churnops.errors import ChurnOpsError
+from churnops.registry import MODEL_ONNX, NEVER_CHAMPION, Registry
+from churnops.retrain import snapshot as snap
+from churnops.retrain.promote import ACTOR
+from churnops.retrain.settings import GateSettings
+
+DRIFT_REPORT = "drift_report.json"
+EVALUATION = "evaluation.json"
+
+
+@dataclass(frozen=True)
+class RetrainEnv:
+    """What every step needs, from the environment variables CDK sets (interface 5)."""
+
+    registry_uri: str
+    curated_bucket: str
+    contract: Contract
+    gate: GateSettings = field(default_factory=GateSettings)
+    db_secret_arn: str | None = None
+    event_bus: str = "default"
+    # Training: families to try (empty: every family churnops.model knows) and CV folds.
+    training_families: tuple[str, ...] = ()
+    training_folds: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainEnv:
+        environ = os.environ if environ is None else environ
+        missing = [k for k in ("REGISTRY_URI", "CURATED_BUCKET") if not environ.get(k)]
+        if missing:
+            raise ChurnOpsError(f"environment variable(s) not set: {', '.join(missing)}")
+        return cls(
+            registry_uri=environ["REGISTRY_URI"],
+            curated_bucket=environ["CURATED_BUCKET"],
+            contract=get_contract(environ.get("CONTRACT_NAME") or "telco"),
+            gate=GateSettings.from_env(environ),
+            db_secret_arn=environ.get("DB_SECRET_ARN") or None,
+            event_bus=environ.get("EVENT_BUS_NAME") or "default",
+            training_families=tuple(
+                f.strip() for f in (environ.get("TRAIN_FAMILIES") or "").split(",") if f.strip()
+            ),
+            training_folds=_int(environ, "TRAIN_FOLDS", 5),
+        )
+
+    def training_options(self) -> Any:
+        from churnops.model import FAMILIES
+        from churnops.training import TrainingOptions
+
+        unknown = [f for f in self.training_families if f not in FAMILIES]
+        if unknown:
+            raise ChurnOpsError(
+                f"unknown model family {', '.join(unknown)} (known: {', '.join(FAMILIES)})"
+            )
+        return TrainingOptions(
+            quality_floor=self.gate.quality_floor,
+            folds=self.training_folds,
+            families=self.training_families or FAMILIES,
+        )
+
+    @property
+    def registry(self) -> Registry:
+        return Registry.open(self.registry_uri)
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ChurnOpsError(f"{name}={raw!r} is not a whole number") from None
+
+
+def result_of(state: Mapping[str, Any], step: str) -> dict[str, Any]:
+    """What `step` returned, from the state (the Lambda invoke result keeps it under Payload)."""
+    try:
+        value = state[step]
+    except (KeyError, TypeError):
+        raise ChurnOpsError(f"the state has no result of the {step} step") from None
+    if isinstance(value, Mapping) and "Payload" in value:
+        value = value["Payload"]
+    if not isinstance(value, Mapping):
+        raise ChurnOpsError(f"the {step} step's result is not an object")
+    return dict(value)
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: NaN/inf become null (Step Functions rejects them), numpy scalars become
+    Python numbers, tuples become lists."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(json_safe(obj), indent=2, sort_keys=True).encode()
+
+
+# ---- 1. snapshot --------------------------------------------------------------------------------
+def snapshot_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
+    from churnops import database
+
+    if not env.db_secret_arn:
+        raise ChurnOpsError("DB_SECRET_ARN is not set: the snapshot step reads the database")
+    conn = database.connect(env.db_secret_arn)
+    try:
+        taken = snap.take_snapshot(conn, env.contract, env.curated_bucket)
+    finally:
+        conn.close()
+    return {**taken.to_dict(), "contract": env.contract.name, "trigger": state.get("trigger")}
+
+
+# ---- 2. drift -----------------------------------------------------------------------------------
+def drift_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
+    from churnops.retrain.drift import run_drift
+
+    taken = result_of(state, "snapshot")
+    frame = snap.load_snapshot(taken["uri"], env.contract)
+    report_uri = snap.run_prefix(env.curated_bucket, taken["run_id"]) + DRIFT_REPORT
+    return json_safe(run_drift(env.registry, frame, env.contract, report_uri=report_uri))
+
+
+# ---- 3. train -----------------------------------------------------------------------------------
+def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
+    from churnops.registry import STATUS_ELIGIBLE
+    from churnops.training import train
+
+    taken = result_of(state, "snapshot")
+    drift = result_of(state, "drift")
+    frame = snap.load_snapshot(taken["uri"], env.contract)
+    training_rows, holdout_rows = snap.split(frame, env.contract, env.gate.holdout_share)
+    result = train(training_rows, env.contract, env.training_options())
+    card = {
+        **result.card,
+        "retrain": {
+            "run_id": taken["run_id"],
+            "snapshot_uri": taken["uri"],
+            "snapshot_rows": taken["rows"],
+            "snapshot_sha256": taken["sha256"],
+            "gate_holdout_share": env.gate.holdout_share,
+            "gate_holdout_rows": len(holdout_rows),
+            "trigger": taken.get("trigger"),
+        },
+    }
+    registry = env.registry
+    version = registry.register(result.files, card)
+    if result.status != STATUS_ELIGIBLE:
+        registry.record_decision(
+            version, result.status, actor=ACTOR, reason=result.reason, details={}
+        )
+    # The drift report of this run goes with the version trained on the same data.
+    registry.write_extra(version, DRIFT_REPORT, snap.get_bytes(drift["report_uri"]))
+    return json_safe(
+        {
+            "version": version,
+            "status": result.status,
+            "status_reason": result.reason,
+            "family": result.family,
+            "threshold": result.threshold,
+            "training_rows": len(training_rows),
+            "has_onnx": MODEL_ONNX in result.files,
+            "roc_auc": result.metrics.get("roc_auc"),
+        }
+    )
+
+
+# ---- 4. evaluate + gate -------------------------------------------------------------------------
+def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
+    from churnops.retrain.evaluate import ModelScores, compare
+    from churnops.retrain.gate import Check, GateDecision, decide
+    from churnops.scoring import load_model, score
+
+    taken = result_of(state, "snapshot")
+    challenger_version = result_of(state, "train")["version"]
+    registry = env.registry
+    # ETag first, pointer second: if the pointer moves in between, the ETag is the older one and
+    # the promotion fails safe instead of overwriting a champion this run never compared with.
+    champion_etag = registry.champion_etag()
+    pointer = registry.champion()
+    frame = snap.load_snapshot(taken["uri"], env.contract)
+    _training_rows, holdout = snap.split(frame, env.contract, env.gate.holdout_share)
+
+    def scores(version: str) -> ModelScores:
+        loaded = load_model(registry, env.contract, version)
+        scored = score(holdout, loaded, env.contract)
+        return ModelScores(
+            version, scored["churn_probability"].to_numpy(dtype=float), loaded.threshold
+        )
+
+    challenger = scores(challenger_version)
+    champion = scores(pointer["version"]) if pointer else None
+    evaluation = compare(holdout, env.contract, challenger, champion, env.gate)
+    decision = decide(evaluation, env.gate)
+
+    # The registry refuses a champion without ONNX or with a no-skill/below-floor status; say
+    # so as a gate check rather than failing later in the promote step.
+    card = registry.card(challenger_version)
+    eligible = card.get("status") not in NEVER_CHAMPION and MODEL_ONNX in card.get("files", [])
+    decision = GateDecision(
+        decision.promote and eligible,
+        (
+            *decision.checks,
+            Check(
+                "registry_eligible",
+                eligible,
+                f"challenger status {card.get('status')}, "
+                f"{'has' if MODEL_ONNX in card.get('files', []) else 'lacks'} {MODEL_ONNX}",
+            ),
+        ),
+    )
+    evaluation_uri = snap.run_prefix(env.curated_bucket, taken["run_id"]) + EVALUATION
+    snap.put_bytes(
+        evaluation_uri,
+        _json_bytes({"evaluation": evaluation, "decision": decision.to_dict()}),
+        content_type="application/json",
+    )
+    metric = env.gate.primary_metric
+    return json_safe(
+        {
+            "promote": decision.promote,
+            "challenger_version": challenger_version,
+            "champion_version": pointer["version"] if pointer else None,
+            "champion_etag": champion_etag,
+            "evaluation_uri": evaluation_uri,
+            "primary_metric": metric,
+            "challenger_metric": evaluation["challenger"][metric],
+            "champion_metric": evaluation["champion"][metric] if champion else None,
+            "difference": evaluation["difference"],
+            "reasons": decision.reasons,
+            "summary": decision.summary,
+        }
+    )
+
+
+# ---- 5. promote / reject ------------------------------------------------------------------------
+def _decision_details(state: Mapping[str, Any], verdict: Mapping[str, Any]) -> dict[str, Any]:
+    taken = result_of(state, "snapshot")
+    return {
+        "run_id": taken["run_id"],
+        "snapshot_sha256": taken["sha256"],
+        "evaluation_uri": verdict["evaluation_uri"],
+        "primary_metric": verdict["primary_metric"],
+        "challenger_metric": verdict["challenger_metric"],
+        "champion_version": verdict["champion_version"],
+        "champion_metric": verdict["champion_metric"],
+        "difference": verdict["difference"],
+    }
+
+
+def promote_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
+    from churnops.retrain.promote import processing_date, promote
+
+    verdict = result_of(state, "evaluate")
+    if not verdict.get("promote"):
+        raise ChurnOpsError("the gate did not pass this challenger; refusing to promote it")
+    pointer = promote(
+        env.registry,
+        verdict["challenger_version"],
+        expected_etag=verdict["champion_etag"],
+        reason=f"retrain gate passed: {verdict['summary']}",
+        details=_decision_details(state, verdict),
+        actor=ACTOR,
+        event_bus=env.event_bus,
+    )
+    return json_safe(
+        {
+            "version": pointer["version"],
+            "previous_version": pointer["previous_version"],
+            "sequence": pointer["sequence"],
+            "processing_date": processing_date(),
+        }
+    )
+
+
+def reject_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
+    from churnops.retrain.reject import reject
+
+    verdict = result_of(state, "evaluate")
+    reasons = list(verdict.get("reasons") or [])
+    entry = reject(
+        env.registry,
+        verdict["challenger_version"],
+        reasons=reasons,
+        details=_decision_details(state, verdict),
+        actor=ACTOR,
+    )
+    return json_safe(
+        {"version": verdict["challenger_version"], "reasons": reasons, "at": entry["at"]}
+    )

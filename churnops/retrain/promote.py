@@ -1,0 +1,93 @@
+"""Step 6a: promote the challenger: a conditional champion pointer move, then an event.
+
+Promotion passes the champion pointer's ETag *as the evaluate step saw it*. If another flow (or
+a person with `churnops registry promote`) moved the pointer since, the challenger was judged
+against a champion that is no longer current: the conditional write fails with
+`ConcurrentUpdateError`, the pointer stays as the other writer left it, and the state machine's
+Catch reports it. Two flows racing therefore never both win and never leave a half-written
+pointer (the registry's write is all-or-nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from typing import Any
+
+from churnops import aws
+from churnops.registry import ConcurrentUpdateError, Registry
+
+log = logging.getLogger(__name__)
+
+EVENT_SOURCE = "churnops.registry"
+EVENT_PROMOTED = "ChampionPromoted"
+ACTOR = "retrain-state-machine"
+
+
+def promote(
+    registry: Registry,
+    version: str,
+    *,
+    expected_etag: str | None,
+    reason: str,
+    details: dict[str, Any],
+    actor: str = ACTOR,
+    event_bus: str | None = None,
+) -> dict[str, Any]:
+    """Move the champion pointer to `version` if it still has `expected_etag` (None: only if
+    there is still no champion), then publish a ChampionPromoted event."""
+    try:
+        pointer = registry.promote(version, actor=actor, reason=reason, expected_etag=expected_etag)
+    except ConcurrentUpdateError as err:
+        # History keeps the loser too, so "why was this not promoted?" has an answer.
+        registry.record_decision(
+            version,
+            "promotion_conflict",
+            actor=actor,
+            reason=str(err),
+            details={**details, "expected_etag": expected_etag},
+        )
+        raise
+    registry.record_decision(version, "gate_passed", actor=actor, reason=reason, details=details)
+    publish_promotion(registry.uri, pointer, details, event_bus=event_bus)
+    return pointer
+
+
+def publish_promotion(
+    registry_uri: str,
+    pointer: dict[str, Any],
+    details: dict[str, Any],
+    *,
+    event_bus: str | None = None,
+) -> None:
+    """EventBridge event `churnops.registry` / `ChampionPromoted` (alerting, and anything that
+    wants to react to a new champion)."""
+    detail = {
+        "registry": registry_uri,
+        "version": pointer["version"],
+        "previous_version": pointer.get("previous_version"),
+        "sequence": pointer.get("sequence"),
+        "actor": pointer.get("actor"),
+        "reason": pointer.get("reason"),
+        **{k: v for k, v in details.items() if k in ("primary_metric", "difference", "run_id")},
+    }
+    response = aws.client("events").put_events(
+        Entries=[
+            {
+                "Source": EVENT_SOURCE,
+                "DetailType": EVENT_PROMOTED,
+                "Detail": json.dumps(detail, default=str),
+                "EventBusName": event_bus or os.environ.get("EVENT_BUS_NAME", "default"),
+            }
+        ]
+    )
+    if response.get("FailedEntryCount"):
+        # The promotion itself stands (the pointer moved); a lost notification must not undo it.
+        log.error("ChampionPromoted event not accepted: %s", response.get("Entries"))
+
+
+def processing_date(moment: dt.datetime | None = None) -> str:
+    """The partition batch scoring writes to: the UTC date of the promotion."""
+    return (moment or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d")

@@ -1,0 +1,1 @@
+"""Retrain state machine task handlers."""

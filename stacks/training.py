@@ -1,0 +1,610 @@
+"""The retrain flow: a scheduled Standard state machine that promotes a challenger only when it is
+really better, then batch-scores every customer with the new champion.
+
+    Snapshot -> Drift -> Train -> Evaluate -> PromotionGate (Choice on the evaluate output)
+        promote: Promote (conditional pointer move, ChampionPromoted event) -> BatchScore (Glue .sync)
+        reject:  Reject (recorded with the gate's reasons)
+
+Every task retries transient errors and catches everything else into an SNS alert followed by a
+Fail state; no task before Promote touches the champion pointer, and Promote moves it only by a
+conditional write, so a failure anywhere leaves the champion as it was.
+
+The task functions are container-image Lambdas built from `containers/training/Dockerfile` (build
+context: the repo root), one image with a per-function CMD naming its handler in
+`lambdas/retrain/handlers.py`. EventBridge Scheduler starts the flow on the cron from settings;
+`aws stepfunctions start-execution` (or `churnops local retrain`) starts it by hand.
+
+Grants are made here, where each function's needs are visible, with exact actions on exact
+prefixes: the registry under `models/`, the curated bucket's `snapshots/` and `predictions/`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, TimeZone, Validations
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from churnops.retrain.settings import GateSettings
+from stacks.assets import glue_dependencies_asset, glue_requirements, glue_script_asset
+from stacks.database import log_retention
+
+if TYPE_CHECKING:
+    from stacks.database import Database
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = "containers/training/Dockerfile"
+HANDLER_MODULE = "lambdas.retrain.handlers"
+REGISTRY_PREFIX = "models"
+SNAPSHOT_PREFIX = "snapshots"
+PREDICTION_PREFIX = "predictions"
+BATCH_SCORE_SCRIPT = "batch_score.py"
+# Only what the image needs goes into the Docker build context (the repo root holds .venv,
+# node_modules and data that would make every synth hash gigabytes).
+IMAGE_CONTEXT_EXCLUDE = [
+    "*",
+    "!churnops",
+    "!lambdas",
+    "!containers/training",
+    "**/__pycache__",
+    "**/*.pyc",
+]
+# Errors worth a second attempt: connections and throttling, never a domain error.
+TRANSIENT_ERRORS = [
+    "States.Timeout",
+    "OperationalError",
+    "InterfaceError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ThrottlingException",
+]
+_SCHEDULE = re.compile(r"^(cron|rate|at)\(.+\)$")
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    name_prefix: str = "churnops"
+    # EventBridge Scheduler expression, e.g. "cron(0 3 ? * SUN *)" (weekly, Sunday 03:00).
+    schedule_expression: str = "cron(0 3 ? * SUN *)"
+    schedule_timezone: str = "UTC"
+    schedule_enabled: bool = True
+    contract_name: str = "telco"
+    gate: GateSettings = field(default_factory=GateSettings)
+    # Training: the model families to try (empty: all of churnops.model.FAMILIES) and CV folds.
+    training_families: tuple[str, ...] = ()
+    training_folds: int = 5
+    # Task functions: training on a few hundred thousand rows fits in 3 GB and 15 minutes.
+    function_memory_mb: int = 3008
+    function_timeout_seconds: int = 900
+    retry_attempts: int = 2
+    # Batch scoring job.
+    glue_worker_type: str = "G.1X"
+    glue_workers: int = 2
+    glue_timeout_minutes: int = 60
+    log_retention_days: int = 30
+    removal_policy: str = "destroy"  # of the job's KMS key and the log groups
+
+    def __post_init__(self) -> None:
+        if not _SCHEDULE.match(self.schedule_expression):
+            raise ValueError(
+                f"schedule_expression '{self.schedule_expression}' is not cron(...), "
+                "rate(...) or at(...)"
+            )
+        if not 128 <= self.function_memory_mb <= 10_240:
+            raise ValueError("function_memory_mb must be between 128 and 10240")
+        if not 1 <= self.function_timeout_seconds <= 900:
+            raise ValueError("function_timeout_seconds must be between 1 and 900")
+        if self.glue_workers < 2:
+            raise ValueError("glue_workers must be at least 2 (one driver, one executor)")
+        if self.training_folds < 2:
+            raise ValueError("training_folds must be at least 2")
+        if self.removal_policy not in ("destroy", "retain"):
+            raise ValueError("removal_policy must be 'destroy' or 'retain'")
+
+
+STEPS = ("snapshot", "drift", "train", "evaluate", "promote", "reject")
+
+
+class Retrain(Construct):
+    """Exposes `state_machine`, `batch_score_job`, `schedule`, `functions` (interfaces 7)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        settings: RetrainSettings,
+        curated_bucket: s3.IBucket,
+        registry_bucket: s3.IBucket,
+        database: Database,
+        alert_topic: sns.ITopic,
+        package: s3_assets.Asset,
+    ) -> None:
+        super().__init__(scope, id)
+        self.settings = settings
+        stack = Stack.of(self)
+        removal = (
+            RemovalPolicy.DESTROY if settings.removal_policy == "destroy" else RemovalPolicy.RETAIN
+        )
+        retention = log_retention(settings.log_retention_days)
+        registry_uri = f"s3://{registry_bucket.bucket_name}/{REGISTRY_PREFIX}"
+
+        # ---- task functions -----------------------------------------------------------------
+        common_env = {
+            "REGISTRY_URI": registry_uri,
+            "CONTRACT_NAME": settings.contract_name,
+            "CURATED_BUCKET": curated_bucket.bucket_name,
+            "POWERTOOLS_SERVICE_NAME": "churnops-retrain",
+            "POWERTOOLS_METRICS_NAMESPACE": "ChurnOps",
+            "EVENT_BUS_NAME": "default",
+            "TRAIN_FAMILIES": ",".join(settings.training_families),
+            "TRAIN_FOLDS": str(settings.training_folds),
+            **settings.gate.to_env(),
+        }
+        self.functions: dict[str, lambda_.DockerImageFunction] = {}
+        self.roles: dict[str, iam.Role] = {}
+        for step in STEPS:
+            in_vpc = step == "snapshot"  # only the snapshot reads the database
+            log_group = logs.LogGroup(
+                self, f"{step.capitalize()}Logs", retention=retention, removal_policy=removal
+            )
+            role = iam.Role(
+                self,
+                f"{step.capitalize()}Role",
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=f"ChurnOps retrain {step} function",
+            )
+            # Our own log group and an inline grant on it, instead of AWSLambdaBasicExecutionRole
+            # (which lets a function write to every log group in the account).
+            log_group.grant_write(role)
+            env = dict(common_env)
+            if in_vpc:
+                env["DB_SECRET_ARN"] = database.secret.secret_arn
+            fn = lambda_.DockerImageFunction(
+                self,
+                f"{step.capitalize()}Function",
+                description=f"ChurnOps retrain step: {step}",
+                code=lambda_.DockerImageCode.from_image_asset(
+                    directory=str(REPO_ROOT),
+                    file=DOCKERFILE,
+                    cmd=[f"{HANDLER_MODULE}.{step}"],
+                    exclude=IMAGE_CONTEXT_EXCLUDE,
+                ),
+                memory_size=settings.function_memory_mb,
+                timeout=Duration.seconds(settings.function_timeout_seconds),
+                environment=env,
+                role=role,
+                log_group=log_group,
+                architecture=lambda_.Architecture.X86_64,
+                vpc=database.vpc if in_vpc else None,
+                vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+                if in_vpc
+                else None,
+                security_groups=[database.lambda_security_group] if in_vpc else None,
+            )
+            self.functions[step] = fn
+            self.roles[step] = role
+
+        snapshot_objects = curated_bucket.arn_for_objects(f"{SNAPSHOT_PREFIX}/*")
+        registry_objects = registry_bucket.arn_for_objects(f"{REGISTRY_PREFIX}/*")
+
+        def read_snapshots(step: str) -> None:
+            _allow(self.roles[step], ["s3:GetObject"], [snapshot_objects])
+
+        def write_snapshots(step: str) -> None:
+            _allow(self.roles[step], ["s3:PutObject"], [snapshot_objects])
+
+        def read_registry(step: str) -> None:
+            _allow(self.roles[step], ["s3:GetObject"], [registry_objects])
+            _list_prefix(self.roles[step], registry_bucket, REGISTRY_PREFIX)
+
+        def write_registry(step: str) -> None:
+            # PutObject covers the conditional writes (If-None-Match / If-Match) the registry
+            # uses; nothing here can delete or overwrite unconditionally.
+            _allow(self.roles[step], ["s3:PutObject"], [registry_objects])
+
+        database.secret.grant_read(self.roles["snapshot"])
+        write_snapshots("snapshot")
+        _allow_vpc_enis(self.roles["snapshot"])
+        for step in ("drift", "train", "evaluate"):
+            read_snapshots(step)
+            read_registry(step)
+        for step in ("drift", "evaluate"):
+            write_snapshots(step)  # the drift report and the evaluation, next to the snapshot
+        for step in ("drift", "train", "promote", "reject"):
+            write_registry(step)
+        for step in ("promote", "reject"):
+            read_registry(step)
+        self.roles["drift"].add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resource type; the namespace is pinned
+                conditions={"StringEquals": {"cloudwatch:namespace": "ChurnOps"}},
+            )
+        )
+        default_bus = (
+            f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default"
+        )
+        _allow(self.roles["promote"], ["events:PutEvents"], [default_bus])
+
+        # ---- batch scoring Glue job ---------------------------------------------------------
+        script = glue_script_asset(self, "BatchScoreScript", BATCH_SCORE_SCRIPT)
+        # onnxruntime, scikit-learn, PyMySQL, ...: what Glue 5.0 lacks, as a zip of wheels built at
+        # synth from containers/glue/batch_score.txt (the job's subnets have no route to PyPI).
+        dependencies = glue_dependencies_asset(
+            self, "BatchScoreDependencies", glue_requirements(BATCH_SCORE_SCRIPT)
+        )
+        job_role = iam.Role(
+            self,
+            "BatchScoreRole",
+            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
+            description="ChurnOps batch scoring Glue job",
+        )
+        for asset in (script, package, dependencies):  # exactly these objects
+            _allow(
+                job_role,
+                ["s3:GetObject"],
+                [asset.bucket.arn_for_objects(asset.s3_object_key)],
+            )
+        _allow(job_role, ["s3:GetObject"], [snapshot_objects, registry_objects])
+        _list_prefix(job_role, registry_bucket, REGISTRY_PREFIX)
+        predictions = curated_bucket.arn_for_objects(f"{PREDICTION_PREFIX}/*")
+        # Delete: a re-run for the same day replaces that day's partition files.
+        _allow(job_role, ["s3:PutObject", "s3:DeleteObject"], [predictions])
+        _list_prefix(job_role, curated_bucket, PREDICTION_PREFIX)
+        database.secret.grant_read(job_role)
+        _allow_vpc_enis(job_role, glue=True)
+        _allow(
+            job_role,
+            ["glue:GetConnection"],
+            [
+                f"arn:{stack.partition}:glue:{stack.region}:{stack.account}:catalog",
+                f"arn:{stack.partition}:glue:{stack.region}:{stack.account}:connection/"
+                f"{database.glue_connection.ref}",
+            ],
+        )
+
+        # Security configuration: Glue encrypts its logs and bookmarks with our key, S3 with SSE-S3.
+        job_key = kms.Key(
+            self,
+            "BatchScoreKey",
+            description="Encrypts the ChurnOps batch scoring job's logs and bookmarks",
+            enable_key_rotation=True,
+            removal_policy=removal,
+        )
+        job_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsForGlue",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                resources=["*"],  # in a key policy "*" means this key
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": f"arn:{stack.partition}:logs:"
+                        f"{stack.region}:{stack.account}:log-group:/aws-glue/*"
+                    }
+                },
+            )
+        )
+        _allow(job_role, ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], [job_key.key_arn])
+        job_key_log_groups = (
+            f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:/aws-glue/*"
+        )
+        _allow(
+            job_role,
+            [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:AssociateKmsKey",
+            ],
+            [job_key_log_groups],
+        )
+        security = glue.CfnSecurityConfiguration(
+            self,
+            "BatchScoreSecurity",
+            name=f"{settings.name_prefix}-batch-score",
+            encryption_configuration=glue.CfnSecurityConfiguration.EncryptionConfigurationProperty(
+                cloud_watch_encryption=glue.CfnSecurityConfiguration.CloudWatchEncryptionProperty(
+                    cloud_watch_encryption_mode="SSE-KMS", kms_key_arn=job_key.key_arn
+                ),
+                job_bookmarks_encryption=glue.CfnSecurityConfiguration.JobBookmarksEncryptionProperty(
+                    job_bookmarks_encryption_mode="CSE-KMS", kms_key_arn=job_key.key_arn
+                ),
+                s3_encryptions=[
+                    glue.CfnSecurityConfiguration.S3EncryptionProperty(s3_encryption_mode="SSE-S3")
+                ],
+            ),
+        )
+        self.batch_score_job = glue.CfnJob(
+            self,
+            "BatchScoreJob",
+            name=f"{settings.name_prefix}-batch-score",
+            description="Scores every customer of a snapshot with the champion (mapInPandas)",
+            role=job_role.role_arn,
+            glue_version="5.0",
+            command=glue.CfnJob.JobCommandProperty(
+                name="glueetl", python_version="3", script_location=script.s3_object_url
+            ),
+            default_arguments={
+                "--job-language": "python",
+                "--extra-py-files": package.s3_object_url,
+                **dependencies.job_arguments,
+                "--enable-continuous-cloudwatch-log": "true",
+                "--enable-metrics": "true",
+                "--registry_uri": registry_uri,
+                "--curated_bucket": curated_bucket.bucket_name,
+                "--db_secret_arn": database.secret.secret_arn,
+                "--contract": settings.contract_name,
+            },
+            connections=glue.CfnJob.ConnectionsListProperty(
+                connections=[database.glue_connection.ref]
+            ),
+            worker_type=settings.glue_worker_type,
+            number_of_workers=settings.glue_workers,
+            timeout=settings.glue_timeout_minutes,
+            max_retries=0,  # the state machine owns retries
+            execution_property=glue.CfnJob.ExecutionPropertyProperty(max_concurrent_runs=2),
+            security_configuration=security.ref,
+        )
+
+        # ---- state machine ------------------------------------------------------------------
+        alert = tasks.SnsPublish(
+            self,
+            "AlertFailure",
+            topic=alert_topic,
+            subject="ChurnOps retrain failed",
+            message=sfn.TaskInput.from_object(
+                {
+                    "flow": "retrain",
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "error": sfn.JsonPath.string_at("$.error.Error"),
+                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                    "champion": "unchanged unless the Promote step succeeded",
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        failed = alert.next(
+            sfn.Fail(self, "RetrainFailed", error="RetrainFailed", cause="see the SNS alert")
+        )
+
+        def step(name: str, comment: str) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                name.capitalize(),
+                comment=comment,
+                lambda_function=self.functions[name],
+                result_path=f"$.{name}",
+                retry_on_service_exceptions=True,
+            )
+            task.add_retry(
+                errors=TRANSIENT_ERRORS,
+                max_attempts=settings.retry_attempts,
+                interval=Duration.seconds(10),
+                backoff_rate=2,
+            )
+            task.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+            return task
+
+        batch_score = tasks.GlueStartJobRun(
+            self,
+            "BatchScore",
+            comment="Score every customer of the snapshot with the new champion",
+            glue_job_name=self.batch_score_job.ref,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            arguments=sfn.TaskInput.from_object(
+                {
+                    "--model_version": sfn.JsonPath.string_at("$.promote.Payload.version"),
+                    "--input_uri": sfn.JsonPath.string_at("$.snapshot.Payload.uri"),
+                    "--processing_date": sfn.JsonPath.string_at(
+                        "$.promote.Payload.processing_date"
+                    ),
+                }
+            ),
+            result_path="$.batch_score",
+        )
+        batch_score.add_retry(
+            errors=["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"],
+            max_attempts=settings.retry_attempts,
+            interval=Duration.seconds(60),
+            backoff_rate=2,
+        )
+        batch_score.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+
+        promote = step("promote", "Move the champion pointer (conditional write), publish event")
+        reject = step("reject", "Record the challenger as rejected, with the gate's reasons")
+        gate = (
+            sfn.Choice(self, "PromotionGate", comment="The evaluate step's gate decision")
+            .when(
+                sfn.Condition.boolean_equals("$.evaluate.Payload.promote", True),
+                promote.next(batch_score).next(sfn.Succeed(self, "Promoted")),
+            )
+            .otherwise(reject.next(sfn.Succeed(self, "ChallengerRejected")))
+        )
+        definition = (
+            step("snapshot", "Training data from the database to S3 Parquet")
+            .next(step("drift", "Drift of the snapshot against the champion's reference"))
+            .next(step("train", "Train and register the challenger"))
+            .next(step("evaluate", "Challenger and champion on the same holdout; gate"))
+            .next(gate)
+        )
+        state_machine_logs = logs.LogGroup(
+            self,
+            "StateMachineLogs",
+            log_group_name=f"/aws/vendedlogs/states/{settings.name_prefix}-retrain",
+            retention=retention,
+            removal_policy=removal,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"{settings.name_prefix}-retrain",
+            state_machine_type=sfn.StateMachineType.STANDARD,  # Glue .sync needs Standard
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=Duration.hours(4),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=state_machine_logs, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+        )
+        # The SnsPublish task grants sns:Publish itself; an encrypted topic also needs its key
+        # (exact actions: grant_publish would add kms:GenerateDataKey*).
+        topic_key = getattr(alert_topic, "master_key", None)
+        if topic_key is not None:
+            _allow(
+                self.state_machine.role,
+                ["kms:Decrypt", "kms:GenerateDataKey"],
+                [topic_key.key_arn],
+            )
+        self.job_role = job_role
+
+        # ---- schedule -----------------------------------------------------------------------
+        self.schedule = scheduler.Schedule(
+            self,
+            "Schedule",
+            description="Scheduled ChurnOps retrain",
+            schedule=scheduler.ScheduleExpression.expression(
+                settings.schedule_expression, time_zone=TimeZone.of(settings.schedule_timezone)
+            ),
+            target=scheduler_targets.StepFunctionsStartExecution(
+                self.state_machine,
+                input=scheduler.ScheduleTargetInput.from_object({"trigger": "schedule"}),
+                retry_attempts=2,
+            ),
+            enabled=settings.schedule_enabled,
+        )
+        self._acknowledge_nag_findings(
+            snapshot_objects, registry_objects, predictions, job_key_log_groups
+        )
+
+    def _acknowledge_nag_findings(self, *object_patterns: str) -> None:
+        """cdk-nag AwsSolutions-IAM5 flags every wildcard; each one here is acknowledged by its
+        exact finding id, with the reason it is as narrow as AWS allows."""
+        stack = Stack.of(self)
+        prefixes = [_nag_resource(stack.resolve(p)) for p in object_patterns]
+        prefix_reason = (
+            "Objects under one prefix (models/, snapshots/, predictions/ or Glue's /aws-glue/ "
+            "log groups): the keys are version, run and partition ids created at run time."
+        )
+        star_reasons = {
+            "snapshot": "Elastic network interfaces of a VPC function: CreateNetworkInterface "
+            "and Describe* have no resource-level permissions.",
+            "drift": "cloudwatch:PutMetricData has no resource type; a condition pins the "
+            "ChurnOps namespace.",
+        }
+        for step, role in self.roles.items():
+            acks = [("AwsSolutions-IAM5[Resource::" + p + "]", prefix_reason) for p in prefixes]
+            if step in star_reasons:
+                acks.append(("AwsSolutions-IAM5[Resource::*]", star_reasons[step]))
+            _acknowledge(role, acks)
+        _acknowledge(
+            self.job_role,
+            [("AwsSolutions-IAM5[Resource::" + p + "]", prefix_reason) for p in prefixes]
+            + [
+                (
+                    "AwsSolutions-IAM5[Resource::*]",
+                    "Glue in a VPC: CreateNetworkInterface and ec2:Describe* have no "
+                    "resource-level permissions.",
+                )
+            ],
+        )
+        invoke_reason = (
+            "CDK's Lambda invoke grant also covers the function's versions and aliases "
+            "(<function arn>:*), which Step Functions may call."
+        )
+        sm_acks = [
+            (
+                "AwsSolutions-IAM5[Resource::"
+                + _nag_resource(stack.resolve(fn.function_arn))
+                + ":*]",
+                invoke_reason,
+            )
+            for fn in self.functions.values()
+        ]
+        sm_acks.append(
+            (
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray tracing and CloudWatch Logs delivery actions have no resource type.",
+            )
+        )
+        _acknowledge(self.state_machine.role, sm_acks)
+
+
+def _acknowledge(scope: Construct, findings: list[tuple[str, str]]) -> None:
+    Validations.of(scope).acknowledge(
+        *(
+            Acknowledgment(id=f"AwsSolutions::{finding}", reason=reason)
+            for finding, reason in findings
+        )
+    )
+
+
+def _nag_resource(value: object) -> str:
+    """A resolved CloudFormation value as cdk-nag prints it in finding ids:
+    Fn::GetAtt -> <Id.Attr>, Ref -> <Id>, Fn::Join -> the parts concatenated."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "Fn::GetAtt" in value:
+            logical, attr = value["Fn::GetAtt"]
+            return f"<{logical}.{attr}>"
+        if "Ref" in value:
+            return f"<{value['Ref']}>"
+        if "Fn::Join" in value:
+            sep, parts = value["Fn::Join"]
+            return sep.join(_nag_resource(p) for p in parts)
+    raise ValueError(f"cannot render {value!r} as a cdk-nag resource")
+
+
+def _allow(role: iam.IRole, actions: list[str], resources: list[str]) -> None:
+    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
+
+
+def _list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str) -> None:
+    """ListBucket limited to one prefix (the registry lists versions and history)."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}},
+        )
+    )
+
+
+def _allow_vpc_enis(role: iam.IRole, *, glue: bool = False) -> None:
+    actions = [
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    ]
+    if glue:
+        actions += [
+            "ec2:DescribeVpcEndpoints",
+            "ec2:DescribeRouteTables",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeVpcAttribute",
+            "ec2:CreateTags",
+            "ec2:DeleteTags",
+        ]
+    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=["*"]))

@@ -1,0 +1,330 @@
+"""The Retrain construct (stacks/training.py) in a small test stack: the synthesized state machine,
+its retries and catches, the Glue .sync integration, the schedule and least-privilege IAM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack, Validations
+from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
+
+from churnops.retrain.settings import GateSettings
+from stacks.alerts import Alerts, AlertsSettings
+from stacks.assets import churnops_package_asset
+from stacks.database import Database, DatabaseSettings
+from stacks.storage import Storage, StorageSettings
+from stacks.training import STEPS, Retrain, RetrainSettings
+
+SETTINGS = RetrainSettings(
+    name_prefix="retraintest",
+    schedule_expression="cron(15 4 ? * MON *)",
+    gate=GateSettings(margin=0.01, n_bootstrap=500),
+)
+
+
+def build_stack(
+    settings: RetrainSettings = SETTINGS, outdir: str | None = None
+) -> tuple[Stack, Retrain]:
+    """The Retrain construct wired to the real Storage, Alerts and Database constructs."""
+    app = App(outdir=outdir, context={"aws:cdk:enable-path-metadata": True})
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    stack = Stack(app, "RetrainTest", env={"account": "123456789012", "region": "us-east-1"})
+    storage = Storage(
+        stack,
+        "Storage",
+        settings=StorageSettings(
+            removal_policy="destroy",
+            incoming_expiration_days=30,
+            failed_expiration_days=90,
+            quarantine_expiration_days=90,
+            snapshot_expiration_days=365,
+            prediction_expiration_days=180,
+            registry_noncurrent_expiration_days=365,
+            access_log_expiration_days=365,
+            infrequent_access_after_days=90,
+        ),
+    )
+    alerts = Alerts(
+        stack,
+        "Alerts",
+        settings=AlertsSettings(
+            topic_name="retrain-test", alert_email="", removal_policy="destroy"
+        ),
+    )
+    database = Database(
+        stack,
+        "Database",
+        settings=DatabaseSettings(
+            name_prefix=settings.name_prefix,
+            engine="mariadb",
+            engine_version="10.11.19",
+            instance_type="t4g.micro",
+            allocated_storage_gb=20,
+            max_allocated_storage_gb=40,
+            port=3306,
+            database_name="churnops",
+            admin_username="churnops_admin",
+            multi_az=False,
+            backup_retention_days=7,
+            deletion_protection=False,
+            removal_policy="destroy",
+            rotation_days=30,
+            vpc_cidr="10.40.0.0/16",
+            max_azs=2,
+            interface_endpoints=("secretsmanager", "logs", "glue", "sns", "monitoring", "events"),
+            log_retention_days=30,
+        ),
+    )
+    retrain = Retrain(
+        stack,
+        "Retrain",
+        settings=settings,
+        curated_bucket=storage.curated_bucket,
+        registry_bucket=storage.registry_bucket,
+        database=database,
+        alert_topic=alerts.topic,
+        package=churnops_package_asset(stack),
+    )
+    return stack, retrain
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Template]:
+    """One synthesis per module, with cdk-nag's AwsSolutions pack as a validation plugin. A
+    finding makes the synthesis raise; the report stays in the output directory either way."""
+    outdir = tmp_path_factory.mktemp("retrain-cdk")
+    stack, _retrain = build_stack(outdir=str(outdir))
+    try:
+        stack.node.root.synth()
+    except RuntimeError as err:  # cdk-nag findings surface as a failed synthesis
+        if "ValidationFailed" not in str(err):
+            raise
+    return outdir, Template.from_json(
+        json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
+    )
+
+
+@pytest.fixture(scope="module")
+def template(built: tuple[Path, Template]) -> Template:
+    return built[1]
+
+
+def definition(template: Template) -> dict[str, Any]:
+    """The state machine's definition with intrinsic references replaced by placeholders."""
+    (resource,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    parts = resource["Properties"]["DefinitionString"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "REF" for p in parts)
+    return json.loads(text)
+
+
+def test_flow_runs_the_steps_in_order_and_gates_on_the_evaluate_output(template: Template) -> None:
+    states = definition(template)["States"]
+    chain, name = [], "Snapshot"
+    while name in states and states[name]["Type"] == "Task":
+        chain.append(name)
+        name = states[name]["Next"]
+    assert chain == ["Snapshot", "Drift", "Train", "Evaluate"]
+    gate = states[name]
+    assert gate["Type"] == "Choice"
+    (choice,) = gate["Choices"]
+    assert choice == {
+        "Variable": "$.evaluate.Payload.promote",
+        "BooleanEquals": True,
+        "Next": "Promote",
+    }
+    assert gate["Default"] == "Reject"
+    assert states["Promote"]["Next"] == "BatchScore"
+    assert states["Reject"]["Next"] == "ChallengerRejected"
+
+
+def test_every_task_retries_and_catches_into_the_alert(template: Template) -> None:
+    states = definition(template)["States"]
+    tasks = {n: s for n, s in states.items() if s["Type"] == "Task" and n != "AlertFailure"}
+    assert set(tasks) == {s.capitalize() for s in STEPS} | {"BatchScore"}
+    for name, state in tasks.items():
+        assert state["Retry"], name
+        catch = state["Catch"]
+        assert catch == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "AlertFailure"}
+        ], name
+    alert = states["AlertFailure"]
+    assert alert["Resource"].endswith(":states:::sns:publish")
+    assert states[alert["Next"]]["Type"] == "Fail"
+    # Domain errors are not retried: only transient ones are (a bad model stays bad).
+    retried = {e for s in tasks.values() for r in s["Retry"] for e in r["ErrorEquals"]}
+    assert "States.ALL" not in retried and "ChurnOpsError" not in retried
+
+
+def test_batch_scoring_runs_glue_sync_with_the_promoted_version(template: Template) -> None:
+    state = definition(template)["States"]["BatchScore"]
+    assert state["Resource"].endswith(":states:::glue:startJobRun.sync")
+    args = state["Parameters"]["Arguments"]
+    assert args["--model_version.$"] == "$.promote.Payload.version"
+    assert args["--input_uri.$"] == "$.snapshot.Payload.uri"
+    template.has_resource_properties(
+        "AWS::Glue::Job",
+        {
+            "GlueVersion": "5.0",
+            "Command": Match.object_like({"Name": "glueetl"}),
+            "DefaultArguments": Match.object_like(
+                {
+                    "--contract": SETTINGS.contract_name,
+                    "--extra-py-files": Match.any_value(),
+                    # The wheels Glue lacks come from a zip built at synth: no PyPI in the VPC.
+                    "--additional-python-modules": Match.string_like_regexp(r"\.gluewheels\.zip$"),
+                    "--python-modules-installer-option": "--no-index",
+                }
+            ),
+            "Connections": {"Connections": [Match.any_value()]},
+            "SecurityConfiguration": Match.any_value(),
+        },
+    )
+
+
+def test_state_machine_is_standard_with_logging_and_tracing(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineType": "STANDARD",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": Match.object_like({"Level": "ALL"}),
+        },
+    )
+
+
+def test_schedule_uses_the_cron_from_settings_and_starts_the_state_machine(
+    template: Template,
+) -> None:
+    template.has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {
+            "ScheduleExpression": SETTINGS.schedule_expression,
+            "ScheduleExpressionTimezone": "UTC",
+            "State": "ENABLED",
+            "Target": Match.object_like(
+                {"Arn": {"Ref": Match.string_like_regexp("RetrainStateMachine")}}
+            ),
+        },
+    )
+    # The scheduler's role may start this state machine and nothing else.
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "states:StartExecution",
+                        "Effect": "Allow",
+                        "Resource": {"Ref": Match.string_like_regexp("RetrainStateMachine")},
+                    }
+                ],
+                "Version": Match.any_value(),
+            }
+        },
+    )
+
+
+def test_task_functions_are_container_images_with_one_handler_each(template: Template) -> None:
+    functions = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"PackageType": "Image"}}
+    )
+    commands = sorted(f["Properties"]["ImageConfig"]["Command"][0] for f in functions.values())
+    assert commands == sorted(f"lambdas.retrain.handlers.{s}" for s in STEPS)
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "ImageConfig": {"Command": ["lambdas.retrain.handlers.evaluate"]},
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "GATE_MARGIN": "0.01",
+                        "GATE_N_BOOTSTRAP": "500",
+                        "CONTRACT_NAME": SETTINGS.contract_name,
+                        "REGISTRY_URI": Match.any_value(),
+                    }
+                )
+            },
+        },
+    )
+    # Only the snapshot function sits in the VPC (it alone talks to the database).
+    in_vpc = [f for f in functions.values() if "VpcConfig" in f["Properties"]]
+    assert [f["Properties"]["ImageConfig"]["Command"][0] for f in in_vpc] == [
+        "lambdas.retrain.handlers.snapshot"
+    ]
+
+
+def _ours(template: Template, kind: str) -> list[dict[str, Any]]:
+    """Resources of `kind` that the Retrain construct created (by their CDK path metadata)."""
+    return [
+        r
+        for r in template.find_resources(kind).values()
+        if "/Retrain/" in r.get("Metadata", {}).get("aws:cdk:path", "")
+    ]
+
+
+def _statements(template: Template) -> list[dict[str, Any]]:
+    out = []
+    for policy in _ours(template, "AWS::IAM::Policy"):
+        out += policy["Properties"]["PolicyDocument"]["Statement"]
+    for role in _ours(template, "AWS::IAM::Role"):
+        for inline in role["Properties"].get("Policies", []):
+            out += inline["PolicyDocument"]["Statement"]
+    return out
+
+
+def test_no_wildcard_actions_and_no_managed_policies(template: Template) -> None:
+    for statement in _statements(template):
+        actions = statement["Action"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            service = action.partition(":")[0]
+            # Data services get exact actions; only X-Ray/logs delivery (CDK's own, no
+            # resource type) may use a wildcard name.
+            if service in ("s3", "secretsmanager", "glue", "events", "kms", "sns", "states"):
+                assert "*" not in action, statement
+            assert action != "*", statement
+    roles = _ours(template, "AWS::IAM::Role")
+    assert len(roles) == len(STEPS) + 2  # the functions, the Glue job, the state machine
+    for role in roles:
+        managed = role["Properties"].get("ManagedPolicyArns", [])
+        assert managed == [], role
+
+
+def test_data_access_is_limited_to_the_prefixes_each_step_uses(template: Template) -> None:
+    resources = json.dumps(
+        [s["Resource"] for s in _statements(template) if "s3:PutObject" in s["Action"]]
+    )
+    assert (
+        "/models/*" in resources and "/snapshots/*" in resources and "/predictions/*" in resources
+    )
+    # No PutObject on a whole bucket.
+    for statement in _statements(template):
+        if "s3:PutObject" in statement["Action"]:
+            targets = (
+                statement["Resource"]
+                if isinstance(statement["Resource"], list)
+                else [statement["Resource"]]
+            )
+            for target in targets:
+                assert "Fn::Join" in target, statement
+
+
+def test_cdk_nag_reports_no_unacknowledged_findings(built: tuple[Path, Template]) -> None:
+    outdir, _template = built
+    report_file = outdir / "validation-report.json"
+    violations = []
+    if report_file.exists():  # written only when some plugin found something
+        report = json.loads(report_file.read_text())
+        for plugin in report["pluginReports"]:
+            for violation in plugin["violations"]:
+                for construct in violation["violatingConstructs"]:
+                    violations.append(f"{violation['ruleName']}: {construct['constructPath']}")
+    assert violations == []
+
+
+def test_settings_reject_a_bad_schedule() -> None:
+    with pytest.raises(ValueError, match="schedule_expression"):
+        RetrainSettings(schedule_expression="every sunday")
