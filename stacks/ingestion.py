@@ -36,7 +36,7 @@ from constructs import Construct
 from churnops.database import METHODS, STRATEGIES
 from churnops.ingestion import CURATED_PREFIX, FAILED_PREFIX, QUARANTINE_PREFIX
 from glue_jobs.ingest_customers import RUN_ARGS
-from stacks.assets import glue_script_asset
+from stacks.assets import glue_dependencies_asset, glue_requirements, glue_script_asset
 from stacks.database import log_retention
 from stacks.storage import grant_object_delete, grant_object_read, grant_object_write
 
@@ -64,8 +64,6 @@ class IngestionSettings:
     start_retry_attempts: int  # retries when Glue refuses a run (concurrency, throttling)
     load_strategy: str  # "staged" (temporary table + merge) or "direct" (churnops.database)
     staging_method: str  # how rows are sent: "auto", "load_data" or "insert"
-    # Modules pip-installs at job start (needs a route to PyPI or a mirror); "" for none.
-    glue_additional_python_modules: str
 
     def __post_init__(self) -> None:
         if not self.incoming_prefix.endswith("/") or self.incoming_prefix == "/":
@@ -117,13 +115,17 @@ class Ingestion(Construct):
 
         # ---- the job's role: exactly what ingest_object touches -----------------------------
         script = glue_script_asset(self, "IngestScript", INGEST_SCRIPT)
+        # PyMySQL and anything else Glue 5.0 lacks, as a zip of wheels (no PyPI from the VPC).
+        dependencies = glue_dependencies_asset(
+            self, "IngestDependencies", glue_requirements(INGEST_SCRIPT)
+        )
         self.job_role = iam.Role(
             self,
             "JobRole",
             assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
             description="ChurnOps ingest Glue job",
         )
-        for asset in (script, package):  # the exact objects; Asset.grant_read adds s3:List*
+        for asset in (script, package, dependencies):  # the exact objects, no s3:List*
             self.job_role.add_to_principal_policy(
                 iam.PolicyStatement(
                     actions=["s3:GetObject"],
@@ -230,11 +232,8 @@ class Ingestion(Construct):
             "--contract_name": settings.contract_name,
             "--load_strategy": settings.load_strategy,
             "--staging_method": settings.staging_method,
+            **dependencies.job_arguments,  # the zip of wheels, installed with pip --no-index
         }
-        if settings.glue_additional_python_modules:
-            default_arguments["--additional-python-modules"] = (
-                settings.glue_additional_python_modules
-            )
         self.job = glue.CfnJob(
             self,
             "Job",

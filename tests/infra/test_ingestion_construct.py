@@ -34,7 +34,6 @@ SETTINGS = IngestionSettings(
     start_retry_attempts=3,
     load_strategy="direct",
     staging_method="auto",
-    glue_additional_python_modules="PyMySQL==1.2.4",
 )
 
 
@@ -239,7 +238,8 @@ def test_glue_job_is_glue_5_in_the_vpc_with_the_arguments_the_script_needs(
     assert set(OPTIONAL_ARGS) <= given
     assert arguments["--contract_name"] == "telco"
     assert "--extra-py-files" in arguments
-    assert arguments["--additional-python-modules"] == "PyMySQL==1.2.4"
+    # Wheels from a zip in S3, not PyPI (tests/infra/test_glue_dependencies.py).
+    assert arguments["--python-modules-installer-option"] == "--no-index"
 
 
 def test_job_role_grants_exact_prefixes_and_the_secret(template: Template) -> None:
