@@ -1,0 +1,384 @@
+"""`churnops demo`: the whole system end to end on the local twin, in one command.
+
+Starts the twin, uploads customers (generated, or `--data FILE.csv`), waits for ingestion, runs
+the retrain flow, shows the promotion decision, calls the REST API with a real HTTP client,
+uploads a drifted batch and shows the drift report from a second retrain, stops the twin and
+prints a summary. On any failure it names the stage and the reason, and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from churnops.errors import ChurnOpsError
+
+STAGES = (
+    "start the twin",
+    "prepare customers",
+    "upload and ingest",
+    "retrain",
+    "call the API",
+    "upload a drifted batch",
+    "drift report",
+    "stop the twin",
+)
+# Prices up, a push on monthly contracts and an influx of new customers: the drifted batch is
+# as large as the first one, so the latest data (the whole table) clearly moves away from the
+# champion's reference on tenure and the charges, and not on the untouched features.
+DRIFT_SHIFT = "price_rise,contract_mix,new_customers"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline end to end on the local twin (about 2-5 minutes)",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--data", help="CSV of customers to use instead of generated ones")
+    parser.add_argument(
+        "--rows", type=int, default=3000, help="customers to generate (default 3000)"
+    )
+    parser.add_argument(
+        "--drift-rows", type=int, default=3000, help="customers in the drifted batch (default 3000)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed for generated data")
+    parser.add_argument(
+        "--state-dir",
+        help="twin state directory (default: a temporary directory, removed afterwards)",
+    )
+    parser.set_defaults(func=run)
+
+
+class Progress:
+    """One line per stage with its number, outcome and time, on stderr."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.stage = ""
+
+    def begin(self, stage: str) -> None:
+        self.stage = stage
+        self._stage_started = time.monotonic()
+        number = STAGES.index(stage) + 1
+        print(f"[{number}/{len(STAGES)}] {stage} ...", file=self.stream, flush=True)
+
+    def note(self, message: str) -> None:
+        print(f"      {message}", file=self.stream, flush=True)
+
+    def done(self, summary: str = "") -> None:
+        elapsed = time.monotonic() - self._stage_started
+        print(
+            f"      ok ({elapsed:.1f}s){': ' + summary if summary else ''}",
+            file=self.stream,
+            flush=True,
+        )
+
+    @property
+    def total(self) -> float:
+        return time.monotonic() - self.started
+
+
+def run(args: argparse.Namespace) -> int:
+    from churnops.local.twin import Twin
+
+    if args.rows < 200 and not args.data:
+        raise ChurnOpsError("--rows must be at least 200 (training needs a holdout)")
+    if args.data and not Path(args.data).is_file():
+        raise ChurnOpsError(f"{args.data}: no such file")
+    workdir = Path(tempfile.mkdtemp(prefix="churnops-demo-"))
+    state_dir = Path(args.state_dir) if args.state_dir else workdir / "twin"
+    twin = Twin(state_dir)
+    progress = Progress()
+    summary: dict[str, Any] = {}
+    try:
+        _run_stages(args, twin, workdir, progress, summary)
+    except (ChurnOpsError, OSError, RuntimeError, ValueError, KeyError) as err:
+        stage = progress.stage or "start"
+        print(f"churnops demo: failed at stage '{stage}': {err}", file=sys.stderr, flush=True)
+        _stop(twin, progress)
+        return 1
+    except KeyboardInterrupt:
+        print("churnops demo: interrupted; stopping the twin", file=sys.stderr, flush=True)
+        _stop(twin, progress)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary["total_seconds"] = round(progress.total, 1)
+    print(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """A few human lines on stderr after the stages (the JSON on stdout is for scripts)."""
+    ingest, retrain, api, drift = (
+        summary["ingest"],
+        summary["retrain"],
+        summary["api"],
+        summary["drift"],
+    )
+    decision = retrain.get("decision") or {}
+    probabilities = ", ".join(f"{p['churn_probability']:.2f}" for p in api["predictions"])
+    drifted = ", ".join(
+        f"{name} (PSI {drift['psi'].get(name, 0):.2f})" for name in drift["drifted_features"]
+    )
+    lines = [
+        "summary:",
+        f"  ingested {ingest['rows_loaded']} customers, {ingest['rows_quarantined']} quarantined",
+        f"  retrain: promote={decision.get('promote')}, champion {retrain['champion']['version']}",
+        f"  API {api['url']}: churn probabilities {probabilities}",
+        f"  drifted batch: {drifted or 'no feature drifted'}; second gate promote="
+        f"{(drift.get('decision') or {}).get('promote')}",
+        f"  {summary['total_seconds']:.0f}s in total; the twin is stopped, nothing left running",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _stop(twin: Any, progress: Progress) -> None:
+    try:
+        twin.down(progress=progress.note)
+    except Exception as err:  # report, but the original failure is what matters
+        print(f"churnops demo: stopping the twin also failed: {err}", file=sys.stderr, flush=True)
+
+
+def _run_stages(
+    args: argparse.Namespace, twin: Any, workdir: Path, progress: Progress, summary: dict[str, Any]
+) -> None:
+    from churnops.local.twin import api_customers, call_api
+
+    progress.begin("start the twin")
+    state = twin.up(progress=progress.note)
+    progress.done(f"moto {state['moto_endpoint']}, API {state.get('api_url')}")
+
+    progress.begin("prepare customers")
+    data = (
+        Path(args.data) if args.data else _generate(workdir / "customers.csv", args.rows, args.seed)
+    )
+    drifted = _generate(
+        workdir / "customers-drifted.csv", args.drift_rows, args.seed + 1, shift=DRIFT_SHIFT
+    )
+    progress.done(f"{data.name}, drifted batch {drifted.name} (shift {DRIFT_SHIFT})")
+
+    progress.begin("upload and ingest")
+    ingest = twin.upload(data)
+    _require(
+        ingest["status"] == "succeeded", f"ingestion of {data.name} failed: {ingest.get('error')}"
+    )
+    summary["ingest"] = _ingest_summary(ingest)
+    progress.done(f"{ingest['rows_loaded']} rows loaded, {ingest['rows_quarantined']} quarantined")
+
+    progress.begin("retrain")
+    retrain = twin.retrain()
+    _require(
+        retrain["execution"] == "SUCCEEDED",
+        f"retrain flow {retrain['execution']}: {_why(retrain)}",
+    )
+    champion = _champion(twin)
+    _require(champion is not None, "the retrain flow finished without a champion")
+    summary["retrain"] = {"decision": _decision(retrain.get("output")), "champion": champion}
+    progress.done(f"champion {champion['version']}")
+
+    progress.begin("call the API")
+    base = state.get("api_url")
+    _require(bool(base), "the template defines no serving function behind the API")
+    customers = api_customers(data, 3)
+    status, body = _predict_when_ready(base, customers, champion["version"])
+    _require(status == 200, f"POST /predict answered {status}: {body}")
+    summary["api"] = {
+        "url": f"{base}/predict",
+        "model_version": body.get("model_version"),
+        "predictions": [
+            {
+                key: p.get(key)
+                for key in (
+                    "customerID",
+                    "churn_probability",
+                    "churn_prediction",
+                    "top_factors",
+                    "factors",
+                )
+                if key in p
+            }
+            for p in body.get("predictions", [])
+        ],
+    }
+    health_status, _ = call_api(base, "GET", "/health")
+    summary["api"]["health"] = health_status
+    progress.done(
+        f"{len(body.get('predictions', []))} customers scored by {body.get('model_version')}"
+    )
+
+    progress.begin("upload a drifted batch")
+    drifted_ingest = twin.upload(drifted)
+    _require(
+        drifted_ingest["status"] == "succeeded",
+        f"ingestion of {drifted.name} failed: {drifted_ingest.get('error')}",
+    )
+    summary["drifted_ingest"] = _ingest_summary(drifted_ingest)
+    progress.done(f"{drifted_ingest['rows_loaded']} rows loaded")
+
+    progress.begin("drift report")
+    second = twin.retrain()
+    _require(
+        second["execution"] == "SUCCEEDED",
+        f"second retrain flow {second['execution']}: {_why(second)}",
+    )
+    report = _drift_report(twin, second.get("output"))
+    _require(report is not None, "the retrain flow produced no drift report")
+    drifted_features = report.get("drifted_features") or []
+    summary["drift"] = {
+        "drifted_features": drifted_features,
+        "psi": _psi_table(report),
+        "decision": _decision(second.get("output")),
+    }
+    progress.done(f"drifted: {', '.join(drifted_features) or 'none'}")
+
+    progress.begin("stop the twin")
+    stopped = twin.down(progress=progress.note)
+    progress.done(f"daemon {stopped['daemon']} stopped")
+
+
+def _why(result: dict[str, Any]) -> str:
+    step = result.get("failed_step")
+    if step:
+        return f"step {step['step']} failed with {step['error']}: {step['cause'][:400]}"
+    return f"{result.get('error')}: {result.get('cause')}"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ChurnOpsError(message)
+
+
+def _generate(path: Path, rows: int, seed: int, shift: str | None = None) -> Path:
+    from churnops.synthetic import generate, write_csv
+
+    write_csv(generate(rows, seed, shift=shift), path)
+    return path
+
+
+def _ingest_summary(outcome: dict[str, Any]) -> dict[str, Any]:
+    keys = ("file", "status", "rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
+    return {key: outcome.get(key) for key in keys}
+
+
+def _champion(twin: Any) -> dict[str, Any] | None:
+    with twin.environment():
+        pointer = twin.registry().champion()
+    return dict(pointer) if pointer else None
+
+
+def _verdict(data: Any) -> dict[str, Any] | None:
+    """The first dict whose `promote` is a yes/no: the evaluate step's gate verdict."""
+    if isinstance(data, dict):
+        if isinstance(data.get("promote"), bool):
+            return data
+        children: Any = data.values()
+    elif isinstance(data, list):
+        children = data
+    else:
+        return None
+    for child in children:
+        found = _verdict(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _decision(output: Any) -> Any:
+    """The promotion gate's verdict in the flow's output, reduced to what a reader needs."""
+    verdict = _verdict(output)
+    if verdict is None:
+        return output
+    keep = (
+        "promote",
+        "challenger_version",
+        "champion_version",
+        "primary_metric",
+        "challenger_metric",
+        "champion_metric",
+        "difference",
+        "reasons",
+        "summary",
+    )
+    return {key: verdict[key] for key in keep if key in verdict}
+
+
+def _drift_report(twin: Any, output: Any) -> dict[str, Any] | None:
+    """The drift report of the latest run: in the flow's output, else in the registry."""
+    from churnops.local.twin import find_key
+
+    if find_key(output, "drifted_features") is not None:
+        report = _containing(output, "drifted_features")
+        if report is not None and report.get("report_uri"):
+            # the step returns a summary; the full report (PSI per feature) is in S3
+            from churnops import aws
+
+            with twin.environment():
+                bucket, key = aws.split_s3_uri(report["report_uri"])
+                body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            return {**json.loads(body), **report}
+        if report is not None:
+            return report
+    with twin.environment():
+        registry = twin.registry()
+        for card in reversed(registry.list_versions()):
+            try:
+                return json.loads(registry.read(card["version"], "drift_report.json"))
+            except Exception:  # noqa: S112 - a version without a drift report: look further back
+                continue
+    return None
+
+
+def _containing(data: Any, key: str) -> dict[str, Any] | None:
+    if isinstance(data, dict):
+        if key in data:
+            return data
+        children: Any = data.values()
+    elif isinstance(data, list):
+        children = data
+    else:
+        return None
+    for child in children:
+        found = _containing(child, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _psi_table(report: dict[str, Any]) -> dict[str, float]:
+    features = report.get("features") or {}
+    table = {}
+    for name, stats in features.items():
+        if isinstance(stats, dict) and stats.get("psi") is not None:
+            table[name] = round(float(stats["psi"]), 3)
+    return dict(sorted(table.items(), key=lambda item: -item[1])[:8])
+
+
+def _predict_when_ready(
+    base: str, customers: list[dict[str, Any]], version: str, wait: float = 30.0
+) -> tuple[int, Any]:
+    """POST /predict; the API picks a new champion up within its refresh interval, so a 503 right
+    after the first promotion is retried for a short while."""
+    from churnops.local.twin import call_api
+
+    deadline = time.monotonic() + wait
+    call: Callable[[], tuple[int, Any]] = lambda: call_api(  # noqa: E731
+        base, "POST", "/predict", {"customers": customers}
+    )
+    status, body = call()
+    while (status == 503 or (status == 200 and body.get("model_version") != version)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(1.0)
+        status, body = call()
+    return status, body

@@ -1,0 +1,193 @@
+"""The twin's background process: moto (with the extension layer), a private MariaDB and the API
+stand-in, on loopback only, provisioned from the synthesized template.
+
+Started detached by `churnops local up` (`python -m churnops.local.daemon --state-dir ...`); it
+publishes its endpoints in `<state-dir>/state.json` and stops everything it started on SIGTERM or
+SIGINT. The state file is replaced atomically, so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from churnops.local.twin import STACK_NAME, TWIN_CREDENTIALS
+
+LOG = logging.getLogger("churnops.twin")
+
+# The twin retrains in seconds, not weeks: the API picks up a new champion within this many
+# seconds instead of the deployed default (CHAMPION_REFRESH_SECONDS=30).
+TWIN_CHAMPION_REFRESH_SECONDS = "2"
+
+
+class StateFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+
+    def update(self, **values: Any) -> None:
+        self.data.update(values)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(state_dir: Path, cdk_out: Path, repo_root: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = StateFile(state_dir / "state.json")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    state.update(
+        status="starting",
+        pid=os.getpid(),
+        # the group holds the daemon's children (the Spark JVM); only a group the daemon leads
+        # (started with a new session, as `local up` does) may be cleaned up as a whole
+        pgid=os.getpid() if os.getpgid(0) == os.getpid() else None,
+        stage="moto",
+        started_at=time.time(),
+    )
+    cleanups: list[tuple[str, Any]] = []
+    try:
+        _start(state, state_dir, cdk_out, repo_root, cleanups, stop)
+        if not stop.is_set():
+            state.update(status="ready", stage="ready")
+            LOG.info(
+                "twin ready: %s",
+                json.dumps({k: state.data[k] for k in ("moto_endpoint", "api_url")}),
+            )
+        while not stop.wait(1.0):
+            pass
+        state.update(status="stopping", stage="stopping")
+        return 0
+    except Exception as err:
+        LOG.exception("twin start-up failed")
+        state.update(
+            status="failed", error=f"{state.data.get('stage')}: {type(err).__name__}: {err}"
+        )
+        return 1
+    finally:
+        for what, cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception:
+                LOG.exception("stopping %s failed", what)
+        with contextlib.suppress(FileNotFoundError):
+            if state.data.get("status") != "failed":
+                state.path.unlink()
+
+
+def _start(
+    state: StateFile,
+    state_dir: Path,
+    cdk_out: Path,
+    repo_root: Path,
+    cleanups: list[tuple[str, Any]],
+    stop: threading.Event,
+) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from churnops.aws import reset_clients
+    from churnops.local import moto_ext
+    from churnops.local.mariadb import PrivateMariaDB
+    from churnops.local.provision import DatabaseEndpoint, Provisioner
+
+    # 1. moto, reached by everything in this process (handlers, Glue scripts) through the env
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    cleanups.append(("moto", server.stop))
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update({**TWIN_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
+    reset_clients()
+    runner = moto_ext.install(moto_ext.TaskRunner(repo_root=repo_root))
+    # reversed at exit: queued Glue runs are cancelled and the running one finishes (uninstall)
+    # before its Spark session stops, so no run starts a new session during shutdown
+    cleanups.append(("spark", runner.stop_spark))
+    cleanups.append(("moto extension", moto_ext.uninstall))
+    state.update(moto_endpoint=endpoint, moto_port=port, stage="mariadb")
+    if stop.is_set():
+        return
+
+    # 2. a fresh private MariaDB (moto's state is in memory, so old rows would be orphans)
+    data_dir = state_dir / "mariadb"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    database = PrivateMariaDB(data_dir)
+    cleanups.append(("mariadb", database.stop))
+    database.start()
+    state.update(mariadb_port=database.port, mariadb_host=database.host, stage="provisioning")
+    if stop.is_set():
+        return
+
+    def grant(user: str, dbname: str) -> str:
+        password = secrets.token_urlsafe(18)
+        database.create_database(dbname)
+        database.create_user(user, password, dbname)
+        return password
+
+    # 3. everything the CDK app defines, from its synthesized template
+    template = json.loads((cdk_out / f"{STACK_NAME}.template.json").read_text())
+    provisioner = Provisioner(
+        template,
+        cdk_out=cdk_out,
+        repo_root=repo_root,
+        database=DatabaseEndpoint(database.host, database.port, "mariadb", grant),
+        stack_name=STACK_NAME,
+    )
+    layout = provisioner.provision()
+    state.update(layout=layout.to_json(), stage="api")
+    if stop.is_set():
+        return
+
+    # 4. the serving Lambda behind the API Gateway stand-in, with the function's environment
+    if layout.serving_handler:
+        from churnops.local.apigw import LocalApiGateway
+
+        os.environ.update(layout.serving_environment)
+        os.environ["CHAMPION_REFRESH_SECONDS"] = TWIN_CHAMPION_REFRESH_SECONDS
+        handler = moto_ext.current_runner().resolve_handler(layout.serving_handler)
+        gateway = LocalApiGateway(handler, host="127.0.0.1", port=0, stage="twin")
+        gateway.start()
+        cleanups.append(("api", gateway.stop))
+        state.update(api_url=gateway.url)
+    else:
+        state.update(api_url=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="churnops-twin-daemon")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--cdk-out", required=True, type=Path)
+    parser.add_argument("--repo-root", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("werkzeug", "botocore", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return run(args.state_dir.resolve(), args.cdk_out.resolve(), args.repo_root.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
