@@ -86,28 +86,6 @@ def train_champion(data: Path, registry_dir: Path) -> None:
     print(f"champion {summary['version']}: {result.family}", flush=True)
 
 
-def request_customers(rows: Any, contract: Any) -> list[dict[str, Any]]:
-    from churnops.contract import Kind
-
-    fields = [contract.id_column, *contract.feature_names]
-    customers = []
-    for record in rows[fields].to_dict("records"):
-        customer = {}
-        for name in fields:
-            value = record[name]
-            kind = contract.column(name).kind
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                customer[name] = None
-            elif kind is Kind.INTEGER:
-                customer[name] = int(value)
-            elif kind is Kind.FLOAT:
-                customer[name] = float(value)
-            else:
-                customer[name] = str(value)
-        customers.append(customer)
-    return customers
-
-
 def proxy_event(body: Any) -> dict[str, Any]:
     return {
         "resource": "/predict",
@@ -168,7 +146,7 @@ def run(tmp: Path) -> None:
     clean = TELCO.validate(read_customers(data, TELCO)).clean
     rows = clean.sample(1000, random_state=1, replace=len(clean) < 1000).reset_index(drop=True)
     rows[TELCO.id_column] = [f"B{i:05d}" for i in range(len(rows))]
-    customers = request_customers(rows, TELCO)
+    customers = TELCO.api_customers(rows)
     validator = RequestValidator(TELCO, max_batch_size=1000)
     one = validator.customers(customers[0])
     thousand = validator.customers({"customers": customers})

@@ -370,6 +370,28 @@ class Contract:
             "additionalProperties": False,
         }
 
+    def api_customers(self, clean: pd.DataFrame) -> list[dict[str, Any]]:
+        """Clean rows as the customers of an API request (what `customer_json_schema` accepts):
+        the id and the features, a missing value as None, numbers as int or float by kind."""
+        import pandas as pd
+
+        names = [self.id_column, *self.feature_names]
+        kinds = {name: self.column(name).kind for name in names}
+        customers = []
+        for record in clean[names].to_dict("records"):
+            customer: dict[str, Any] = {}
+            for name, value in record.items():
+                if value is None or pd.isna(value):
+                    customer[name] = None
+                elif kinds[name] is Kind.INTEGER:
+                    customer[name] = int(value)
+                elif kinds[name] is Kind.FLOAT:
+                    customer[name] = float(value)
+                else:
+                    customer[name] = str(value)
+            customers.append(customer)
+        return customers
+
 
 def _yes_no(name: str, description: str = "") -> Column:
     return Column(name, Kind.CATEGORY, description, allowed=("Yes", "No"))

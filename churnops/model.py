@@ -9,10 +9,10 @@ Families (each a whole pipeline, preprocessing included, so one artefact scores 
   scikit-learn 1.9 ("Expected an int, got a boolean"), and on 6,000 rows it is no better.
 - ``ensemble``: soft vote of the two above (averaged probabilities).
 
-Float32 parity with ONNX: ONNX Runtime computes in float32. `model_frame` rounds every numeric
-input to float32 before scikit-learn sees it (training and scoring alike), and quantile bin
-edges are rounded to float32 after fitting, so both runtimes compare exactly the same numbers
-and no customer can fall into a different bin or branch.
+Float32 parity with ONNX: ONNX Runtime computes in float32. `model_frame` (churnops.features)
+rounds every numeric input to float32 before scikit-learn sees it (training and scoring alike),
+and quantile bin edges are rounded to float32 after fitting, so both runtimes compare exactly the
+same numbers and no customer can fall into a different bin or branch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScale
 
 from churnops.contract import Contract
 
+# Re-exported: the input framing lives apart so that ONNX scorers need no scikit-learn.
+from churnops.features import model_frame as model_frame
+
 FAMILIES = ("logistic", "gradient_boosting", "ensemble")
 
 # Modest grids on purpose: 6,000 rows do not support fine tuning, and the winner must hold up on
@@ -43,19 +46,6 @@ BOOSTING_GRID: tuple[dict[str, Any], ...] = (
 )
 BOOSTING_FIXED = {"subsample": 0.8, "min_samples_leaf": 20}
 QUANTILE_BINS = 8
-
-
-def model_frame(clean: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """The model's input: feature columns in contract order, categories as str (missing -> ""),
-    numerics as float64 values that are exactly representable in float32."""
-    out = {}
-    for name in contract.categorical_features:
-        series = clean[name]
-        out[name] = series.astype(object).where(series.notna(), "").astype(str).to_numpy()
-    for name in contract.numeric_features:
-        values = pd.to_numeric(clean[name], errors="coerce").to_numpy(dtype=np.float64)
-        out[name] = values.astype(np.float32).astype(np.float64)
-    return pd.DataFrame(out, index=clean.index)[contract.feature_names]
 
 
 def _one_hot(contract: Contract) -> OneHotEncoder:

@@ -57,7 +57,7 @@ def export(model: Any, contract: Contract) -> bytes:
 
 
 def onnx_feeds(frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
-    """Inputs for ONNX Runtime from a `churnops.model.model_frame`."""
+    """Inputs for ONNX Runtime from a `churnops.features.model_frame`."""
     numeric = set(contract.numeric_features)
     feeds = {}
     for name in contract.feature_names:

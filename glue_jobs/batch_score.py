@@ -82,7 +82,9 @@ class Scorer:
             self.pipeline = joblib.load(io.BytesIO(model["joblib"]))
 
     def probability(self, frame: Any) -> Any:
-        from churnops.model import model_frame
+        # churnops.features, not churnops.model: scoring with ONNX needs no scikit-learn (the
+        # Glue job's wheels leave it out); only the fallback below imports it.
+        from churnops.features import model_frame
 
         features = model_frame(frame, self.contract)
         if self.session is not None:

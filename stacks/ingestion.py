@@ -21,10 +21,6 @@ from typing import TYPE_CHECKING
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_glue as glue
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
@@ -36,8 +32,8 @@ from constructs import Construct
 from churnops.database import METHODS, STRATEGIES
 from churnops.ingestion import CURATED_PREFIX, FAILED_PREFIX, QUARANTINE_PREFIX
 from glue_jobs.ingest_customers import RUN_ARGS
-from stacks.assets import glue_dependencies_asset, glue_requirements, glue_script_asset
 from stacks.database import log_retention
+from stacks.flows import GLUE_START_ERRORS, failure_alert, logged_state_machine, vpc_glue_job
 from stacks.storage import grant_object_delete, grant_object_read, grant_object_write
 
 if TYPE_CHECKING:
@@ -105,159 +101,43 @@ class Ingestion(Construct):
         package: s3_assets.Asset,
     ) -> None:
         super().__init__(scope, id)
-        stack = Stack.of(self)
         self.settings = settings
         removal = (
             RemovalPolicy.DESTROY if settings.removal_policy == "destroy" else RemovalPolicy.RETAIN
         )
-        retention = log_retention(settings.log_retention_days)
         incoming = settings.incoming_prefix
 
-        # ---- the job's role: exactly what ingest_object touches -----------------------------
-        script = glue_script_asset(self, "IngestScript", INGEST_SCRIPT)
-        # PyMySQL and anything else Glue 5.0 lacks, as a zip of wheels (no PyPI from the VPC).
-        dependencies = glue_dependencies_asset(
-            self, "IngestDependencies", glue_requirements(INGEST_SCRIPT)
-        )
-        self.job_role = iam.Role(
+        # ---- the Glue job: reads incoming/, writes failed/, curated/ and quarantine/ -----------
+        # PyMySQL and anything else Glue 5.0 lacks come as a zip of wheels (no PyPI from the VPC).
+        glue_job = vpc_glue_job(
             self,
-            "JobRole",
-            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
-            description="ChurnOps ingest Glue job",
+            asset_id="Ingest",
+            resource_id="Job",
+            job_id="Job",
+            script=INGEST_SCRIPT,
+            name=f"{settings.name_prefix}-ingest",
+            purpose="ingest",
+            description="Validates one uploaded customer CSV, quarantines bad rows, writes "
+            "curated Parquet and upserts the rest into the database",
+            package=package,
+            database=database,
+            arguments={
+                "--curated_bucket": curated_bucket.bucket_name,
+                "--contract_name": settings.contract_name,
+                "--load_strategy": settings.load_strategy,
+                "--staging_method": settings.staging_method,
+            },
+            worker_type=settings.glue_worker_type,
+            workers=settings.glue_workers,
+            timeout_minutes=settings.glue_timeout_minutes,
+            max_concurrent_runs=settings.max_concurrent_runs,
+            removal=removal,
         )
-        for asset in (script, package, dependencies):  # the exact objects, no s3:List*
-            self.job_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[asset.bucket.arn_for_objects(asset.s3_object_key)],
-                )
-            )
+        self.job, self.job_role, self.job_key = glue_job.job, glue_job.role, glue_job.key
         grant_object_read(raw_bucket, self.job_role, incoming)  # read the upload (and HEAD it)
         grant_object_delete(raw_bucket, self.job_role, incoming)  # move: delete after copy
         grant_object_write(raw_bucket, self.job_role, FAILED_PREFIX)  # the copy + .error.json
         grant_object_write(curated_bucket, self.job_role, CURATED_PREFIX, QUARANTINE_PREFIX)
-        database.secret.grant_read(self.job_role)
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["glue:GetConnection"],
-                resources=[
-                    f"arn:{stack.partition}:glue:{stack.region}:{stack.account}:catalog",
-                    f"arn:{stack.partition}:glue:{stack.region}:{stack.account}:connection/"
-                    f"{database.glue_connection.ref}",
-                ],
-            )
-        )
-        # Glue places the job's workers in the VPC through network interfaces it creates with
-        # this role; these EC2 actions have no resource-level permissions.
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeVpcEndpoints",
-                    "ec2:DescribeRouteTables",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeVpcAttribute",
-                    "ec2:CreateTags",
-                    "ec2:DeleteTags",
-                ],
-                resources=["*"],
-            )
-        )
-
-        # ---- encryption of the job's logs and bookmarks -------------------------------------
-        glue_logs = (
-            f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:/aws-glue/*"
-        )
-        self.job_key = kms.Key(
-            self,
-            "JobKey",
-            description="Encrypts the ChurnOps ingest job's logs and bookmarks",
-            enable_key_rotation=True,
-            removal_policy=removal,
-        )
-        self.job_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchLogsForGlue",
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-                resources=["*"],  # in a key policy "*" means this key
-                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": glue_logs}},
-            )
-        )
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
-                resources=[self.job_key.key_arn],
-            )
-        )
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:AssociateKmsKey",
-                ],
-                resources=[glue_logs],
-            )
-        )
-        security = glue.CfnSecurityConfiguration(
-            self,
-            "JobSecurity",
-            name=f"{settings.name_prefix}-ingest",
-            encryption_configuration=glue.CfnSecurityConfiguration.EncryptionConfigurationProperty(
-                cloud_watch_encryption=glue.CfnSecurityConfiguration.CloudWatchEncryptionProperty(
-                    cloud_watch_encryption_mode="SSE-KMS", kms_key_arn=self.job_key.key_arn
-                ),
-                job_bookmarks_encryption=glue.CfnSecurityConfiguration.JobBookmarksEncryptionProperty(
-                    job_bookmarks_encryption_mode="CSE-KMS", kms_key_arn=self.job_key.key_arn
-                ),
-                s3_encryptions=[
-                    glue.CfnSecurityConfiguration.S3EncryptionProperty(s3_encryption_mode="SSE-S3")
-                ],
-            ),
-        )
-
-        # ---- the Glue job -------------------------------------------------------------------
-        default_arguments = {
-            "--job-language": "python",
-            "--extra-py-files": package.s3_object_url,
-            "--enable-continuous-cloudwatch-log": "true",
-            "--enable-metrics": "true",
-            "--curated_bucket": curated_bucket.bucket_name,
-            "--db_secret_arn": database.secret.secret_arn,
-            "--contract_name": settings.contract_name,
-            "--load_strategy": settings.load_strategy,
-            "--staging_method": settings.staging_method,
-            **dependencies.job_arguments,  # the zip of wheels, installed with pip --no-index
-        }
-        self.job = glue.CfnJob(
-            self,
-            "Job",
-            name=f"{settings.name_prefix}-ingest",
-            description="Validates one uploaded customer CSV, quarantines bad rows, writes curated "
-            "Parquet and upserts the rest into the database",
-            role=self.job_role.role_arn,
-            glue_version="5.0",  # Spark 3.5.4, Python 3.11; a job without a version gets 5.1
-            command=glue.CfnJob.JobCommandProperty(
-                name="glueetl", python_version="3", script_location=script.s3_object_url
-            ),
-            default_arguments=default_arguments,
-            connections=glue.CfnJob.ConnectionsListProperty(
-                connections=[database.glue_connection.ref]
-            ),
-            worker_type=settings.glue_worker_type,
-            number_of_workers=settings.glue_workers,
-            timeout=settings.glue_timeout_minutes,
-            max_retries=0,  # the state machine decides about retries
-            execution_property=glue.CfnJob.ExecutionPropertyProperty(
-                max_concurrent_runs=settings.max_concurrent_runs
-            ),
-            security_configuration=security.ref,
-        )
 
         # ---- the state machine --------------------------------------------------------------
         file_uri = sfn.JsonPath.format(
@@ -265,26 +145,20 @@ class Ingestion(Construct):
             sfn.JsonPath.string_at(EVENT_FIELDS["source_bucket"]),
             sfn.JsonPath.string_at(EVENT_FIELDS["source_key"]),
         )
-        alert = tasks.SnsPublish(
+        alert = failure_alert(
             self,
-            "AlertFailure",
             topic=alert_topic,
+            flow="ingest",
             subject="ChurnOps ingestion failed",
-            message=sfn.TaskInput.from_object(
-                {
-                    "flow": "ingest",
-                    "file": file_uri,
-                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                    "error": sfn.JsonPath.string_at("$.error.Error"),
-                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
-                    "next_step": f"a file-level problem: see {FAILED_PREFIX}<name>.error.json; "
-                    f"otherwise the file is still in {incoming} (tagged) - start the state "
-                    "machine again with the same input to retry",
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
+            details={
+                "file": file_uri,
+                "next_step": f"a file-level problem: see {FAILED_PREFIX}<name>.error.json; "
+                f"otherwise the file is still in {incoming} (tagged) - start the state "
+                "machine again with the same input to retry",
+            },
+            failed_state="IngestFailed",
         )
-        alert.next(sfn.Fail(self, "IngestFailed", error="IngestFailed", cause="see the SNS alert"))
+
         # Tag the object when it is still in incoming/ (the job did not get to move it); when it
         # was moved to failed/ the tagging finds no object, which is fine: go on to the alert.
         mark = tasks.CallAwsService(
@@ -330,42 +204,29 @@ class Ingestion(Construct):
             task_timeout=sfn.Timeout.duration(Duration.minutes(settings.glue_timeout_minutes + 10)),
         )
         run_job.add_retry(
-            errors=["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"],
+            errors=GLUE_START_ERRORS,
             max_attempts=settings.start_retry_attempts,
             interval=Duration.seconds(30),
             backoff_rate=2,
+            # A burst of uploads can outlast a doubling schedule; capped, jittered waits keep
+            # every file queued (no file may fail just because others arrived with it).
+            max_delay=Duration.minutes(5),
+            jitter_strategy=sfn.JitterType.FULL,
         )
         run_job.add_catch(mark, errors=["States.ALL"], result_path="$.error")
         definition = run_job.next(sfn.Succeed(self, "Ingested"))
 
-        state_machine_logs = logs.LogGroup(
+        self.state_machine = logged_state_machine(
             self,
-            "StateMachineLogs",
-            log_group_name=f"/aws/vendedlogs/states/{settings.name_prefix}-ingest",
-            retention=retention,
-            removal_policy=removal,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=f"{settings.name_prefix}-ingest",
-            state_machine_type=sfn.StateMachineType.STANDARD,  # Glue .sync needs Standard
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            name=f"{settings.name_prefix}-ingest",
+            definition=definition,
             timeout=Duration.minutes(
                 settings.glue_timeout_minutes * (settings.start_retry_attempts + 1) + 30
             ),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=state_machine_logs, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            retention=log_retention(settings.log_retention_days),
+            removal=removal,
+            alert_topic=alert_topic,
         )
-        topic_key = getattr(alert_topic, "master_key", None)
-        if topic_key is not None:  # an encrypted topic: publishing needs its key too
-            self.state_machine.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[topic_key.key_arn]
-                )
-            )
 
         # ---- the rule -----------------------------------------------------------------------
         self.dead_letter_queue = sqs.Queue(
@@ -391,7 +252,7 @@ class Ingestion(Construct):
                 )
             ],
         )
-        self._acknowledge_nag_findings(raw_bucket, glue_logs)
+        self._acknowledge_nag_findings(raw_bucket, glue_job.glue_logs)
 
     @staticmethod
     def event_pattern(bucket_name: str, settings: IngestionSettings) -> events.EventPattern:

@@ -27,9 +27,7 @@ from typing import TYPE_CHECKING
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, TimeZone, Validations
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -42,8 +40,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from churnops.retrain.settings import GateSettings
-from stacks.assets import glue_dependencies_asset, glue_requirements, glue_script_asset
 from stacks.database import log_retention
+from stacks.flows import GLUE_START_ERRORS, failure_alert, logged_state_machine, vpc_glue_job
 
 if TYPE_CHECKING:
     from stacks.database import Database
@@ -245,145 +243,47 @@ class Retrain(Construct):
         _allow(self.roles["promote"], ["events:PutEvents"], [default_bus])
 
         # ---- batch scoring Glue job ---------------------------------------------------------
-        script = glue_script_asset(self, "BatchScoreScript", BATCH_SCORE_SCRIPT)
-        # onnxruntime, scikit-learn, PyMySQL, ...: what Glue 5.0 lacks, as a zip of wheels built at
-        # synth from containers/glue/batch_score.txt (the job's subnets have no route to PyPI).
-        dependencies = glue_dependencies_asset(
-            self, "BatchScoreDependencies", glue_requirements(BATCH_SCORE_SCRIPT)
-        )
-        job_role = iam.Role(
+        # onnxruntime, PyMySQL, ...: what Glue 5.0 lacks, as a zip of wheels built at synth from
+        # containers/glue/batch_score.txt (the job's subnets have no route to PyPI).
+        batch_score_job = vpc_glue_job(
             self,
-            "BatchScoreRole",
-            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
-            description="ChurnOps batch scoring Glue job",
+            asset_id="BatchScore",
+            resource_id="BatchScore",
+            job_id="BatchScoreJob",
+            script=BATCH_SCORE_SCRIPT,
+            name=f"{settings.name_prefix}-batch-score",
+            purpose="batch scoring",
+            description="Scores every customer of a snapshot with the champion (mapInPandas)",
+            package=package,
+            database=database,
+            arguments={
+                "--registry_uri": registry_uri,
+                "--curated_bucket": curated_bucket.bucket_name,
+                "--contract": settings.contract_name,
+            },
+            worker_type=settings.glue_worker_type,
+            workers=settings.glue_workers,
+            timeout_minutes=settings.glue_timeout_minutes,
+            max_concurrent_runs=2,
+            removal=removal,
         )
-        for asset in (script, package, dependencies):  # exactly these objects
-            _allow(
-                job_role,
-                ["s3:GetObject"],
-                [asset.bucket.arn_for_objects(asset.s3_object_key)],
-            )
+        self.batch_score_job = batch_score_job.job
+        self.job_role = job_role = batch_score_job.role
         _allow(job_role, ["s3:GetObject"], [snapshot_objects, registry_objects])
         _list_prefix(job_role, registry_bucket, REGISTRY_PREFIX)
         predictions = curated_bucket.arn_for_objects(f"{PREDICTION_PREFIX}/*")
         # Delete: a re-run for the same day replaces that day's partition files.
         _allow(job_role, ["s3:PutObject", "s3:DeleteObject"], [predictions])
         _list_prefix(job_role, curated_bucket, PREDICTION_PREFIX)
-        database.secret.grant_read(job_role)
-        _allow_vpc_enis(job_role, glue=True)
-        _allow(
-            job_role,
-            ["glue:GetConnection"],
-            [
-                f"arn:{stack.partition}:glue:{stack.region}:{stack.account}:catalog",
-                f"arn:{stack.partition}:glue:{stack.region}:{stack.account}:connection/"
-                f"{database.glue_connection.ref}",
-            ],
-        )
-
-        # Security configuration: Glue encrypts its logs and bookmarks with our key, S3 with SSE-S3.
-        job_key = kms.Key(
-            self,
-            "BatchScoreKey",
-            description="Encrypts the ChurnOps batch scoring job's logs and bookmarks",
-            enable_key_rotation=True,
-            removal_policy=removal,
-        )
-        job_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchLogsForGlue",
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-                resources=["*"],  # in a key policy "*" means this key
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": f"arn:{stack.partition}:logs:"
-                        f"{stack.region}:{stack.account}:log-group:/aws-glue/*"
-                    }
-                },
-            )
-        )
-        _allow(job_role, ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], [job_key.key_arn])
-        job_key_log_groups = (
-            f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:/aws-glue/*"
-        )
-        _allow(
-            job_role,
-            [
-                "logs:CreateLogGroup",
-                "logs:CreateLogStream",
-                "logs:PutLogEvents",
-                "logs:AssociateKmsKey",
-            ],
-            [job_key_log_groups],
-        )
-        security = glue.CfnSecurityConfiguration(
-            self,
-            "BatchScoreSecurity",
-            name=f"{settings.name_prefix}-batch-score",
-            encryption_configuration=glue.CfnSecurityConfiguration.EncryptionConfigurationProperty(
-                cloud_watch_encryption=glue.CfnSecurityConfiguration.CloudWatchEncryptionProperty(
-                    cloud_watch_encryption_mode="SSE-KMS", kms_key_arn=job_key.key_arn
-                ),
-                job_bookmarks_encryption=glue.CfnSecurityConfiguration.JobBookmarksEncryptionProperty(
-                    job_bookmarks_encryption_mode="CSE-KMS", kms_key_arn=job_key.key_arn
-                ),
-                s3_encryptions=[
-                    glue.CfnSecurityConfiguration.S3EncryptionProperty(s3_encryption_mode="SSE-S3")
-                ],
-            ),
-        )
-        self.batch_score_job = glue.CfnJob(
-            self,
-            "BatchScoreJob",
-            name=f"{settings.name_prefix}-batch-score",
-            description="Scores every customer of a snapshot with the champion (mapInPandas)",
-            role=job_role.role_arn,
-            glue_version="5.0",
-            command=glue.CfnJob.JobCommandProperty(
-                name="glueetl", python_version="3", script_location=script.s3_object_url
-            ),
-            default_arguments={
-                "--job-language": "python",
-                "--extra-py-files": package.s3_object_url,
-                **dependencies.job_arguments,
-                "--enable-continuous-cloudwatch-log": "true",
-                "--enable-metrics": "true",
-                "--registry_uri": registry_uri,
-                "--curated_bucket": curated_bucket.bucket_name,
-                "--db_secret_arn": database.secret.secret_arn,
-                "--contract": settings.contract_name,
-            },
-            connections=glue.CfnJob.ConnectionsListProperty(
-                connections=[database.glue_connection.ref]
-            ),
-            worker_type=settings.glue_worker_type,
-            number_of_workers=settings.glue_workers,
-            timeout=settings.glue_timeout_minutes,
-            max_retries=0,  # the state machine owns retries
-            execution_property=glue.CfnJob.ExecutionPropertyProperty(max_concurrent_runs=2),
-            security_configuration=security.ref,
-        )
 
         # ---- state machine ------------------------------------------------------------------
-        alert = tasks.SnsPublish(
+        failed = failure_alert(
             self,
-            "AlertFailure",
             topic=alert_topic,
+            flow="retrain",
             subject="ChurnOps retrain failed",
-            message=sfn.TaskInput.from_object(
-                {
-                    "flow": "retrain",
-                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                    "error": sfn.JsonPath.string_at("$.error.Error"),
-                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
-                    "champion": "unchanged unless the Promote step succeeded",
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        failed = alert.next(
-            sfn.Fail(self, "RetrainFailed", error="RetrainFailed", cause="see the SNS alert")
+            details={"champion": "unchanged unless the Promote step succeeded"},
+            failed_state="RetrainFailed",
         )
 
         def step(name: str, comment: str) -> tasks.LambdaInvoke:
@@ -422,7 +322,7 @@ class Retrain(Construct):
             result_path="$.batch_score",
         )
         batch_score.add_retry(
-            errors=["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"],
+            errors=GLUE_START_ERRORS,
             max_attempts=settings.retry_attempts,
             interval=Duration.seconds(60),
             backoff_rate=2,
@@ -446,35 +346,15 @@ class Retrain(Construct):
             .next(step("evaluate", "Challenger and champion on the same holdout; gate"))
             .next(gate)
         )
-        state_machine_logs = logs.LogGroup(
+        self.state_machine = logged_state_machine(
             self,
-            "StateMachineLogs",
-            log_group_name=f"/aws/vendedlogs/states/{settings.name_prefix}-retrain",
-            retention=retention,
-            removal_policy=removal,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=f"{settings.name_prefix}-retrain",
-            state_machine_type=sfn.StateMachineType.STANDARD,  # Glue .sync needs Standard
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            name=f"{settings.name_prefix}-retrain",
+            definition=definition,
             timeout=Duration.hours(4),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=state_machine_logs, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            retention=retention,
+            removal=removal,
+            alert_topic=alert_topic,
         )
-        # The SnsPublish task grants sns:Publish itself; an encrypted topic also needs its key
-        # (exact actions: grant_publish would add kms:GenerateDataKey*).
-        topic_key = getattr(alert_topic, "master_key", None)
-        if topic_key is not None:
-            _allow(
-                self.state_machine.role,
-                ["kms:Decrypt", "kms:GenerateDataKey"],
-                [topic_key.key_arn],
-            )
-        self.job_role = job_role
 
         # ---- schedule -----------------------------------------------------------------------
         self.schedule = scheduler.Schedule(
@@ -492,7 +372,7 @@ class Retrain(Construct):
             enabled=settings.schedule_enabled,
         )
         self._acknowledge_nag_findings(
-            snapshot_objects, registry_objects, predictions, job_key_log_groups
+            snapshot_objects, registry_objects, predictions, batch_score_job.glue_logs
         )
 
     def _acknowledge_nag_findings(self, *object_patterns: str) -> None:
@@ -589,7 +469,8 @@ def _list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str) -> None:
     )
 
 
-def _allow_vpc_enis(role: iam.IRole, *, glue: bool = False) -> None:
+def _allow_vpc_enis(role: iam.IRole) -> None:
+    """A VPC function's network interfaces (no resource-level permissions)."""
     actions = [
         "ec2:CreateNetworkInterface",
         "ec2:DescribeNetworkInterfaces",
@@ -597,14 +478,4 @@ def _allow_vpc_enis(role: iam.IRole, *, glue: bool = False) -> None:
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
     ]
-    if glue:
-        actions += [
-            "ec2:DescribeVpcEndpoints",
-            "ec2:DescribeRouteTables",
-            "ec2:DescribeSecurityGroups",
-            "ec2:DescribeSubnets",
-            "ec2:DescribeVpcAttribute",
-            "ec2:CreateTags",
-            "ec2:DeleteTags",
-        ]
     role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=["*"]))

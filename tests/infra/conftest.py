@@ -16,7 +16,8 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Template
-from template_helpers import cdk_json_context, settings_from_cdk_json
+
+from tests.infra.template_helpers import cdk_json_context, settings_from_cdk_json
 
 
 @dataclass

@@ -12,7 +12,8 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
-from template_helpers import (
+
+from tests.infra.template_helpers import (
     acknowledged_rules,
     as_list,
     iam_statements,

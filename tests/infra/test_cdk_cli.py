@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from template_helpers import REPO
 
 from tests.conftest import need
+from tests.infra.template_helpers import REPO
 
 CDK = REPO / "node_modules" / ".bin" / "cdk"
 

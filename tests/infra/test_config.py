@@ -9,9 +9,9 @@ import re
 from typing import Any
 
 import pytest
-from template_helpers import cdk_json_context
 
 from stacks.config import Config, ConfigError
+from tests.infra.template_helpers import cdk_json_context
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_cdk_json_documents_every_field_of_every_settings_class(context: dict[st
 
 
 def test_docs_deploy_lists_every_context_key(context: dict[str, Any]) -> None:
-    from template_helpers import REPO
+    from tests.infra.template_helpers import REPO
 
     doc = (REPO / "docs" / "deploy.md").read_text()
 

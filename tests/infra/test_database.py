@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-from template_helpers import logical_id
+
+from tests.infra.template_helpers import logical_id
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-from template_helpers import logical_id
 
 from churnops.retrain.promote import EVENT_PROMOTED, EVENT_SOURCE
+from tests.infra.template_helpers import logical_id
 
 
 @pytest.fixture(scope="module")

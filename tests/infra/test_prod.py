@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
-from template_helpers import logical_id, open_nag_findings
+
+from tests.infra.template_helpers import logical_id, open_nag_findings
 
 
 @pytest.fixture(scope="module")

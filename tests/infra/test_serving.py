@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-from template_helpers import logical_id
 
 from churnops.contract import get_contract
 from churnops.serving.validation import BATCH_KEY
 from stacks.serving import ServingSettings, predict_request_schema, to_apigw_schema
+from tests.infra.template_helpers import logical_id
 
 
 @pytest.fixture(scope="module")

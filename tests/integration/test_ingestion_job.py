@@ -108,6 +108,32 @@ def glue_argv(lake, key: str, secret: str, **extra: str) -> list[str]:
     return argv
 
 
+def ingest_request(lake, key: str, secret: str, strategy: str) -> IngestRequest:
+    """The request the job builds for an upload, for tests that call `ingest_object` directly
+    to hook into a load."""
+    return IngestRequest(
+        bucket=lake["raw"],
+        key=key,
+        curated_bucket=lake["curated"],
+        db_secret_arn=secret,
+        contract=TELCO,
+        load_strategy=strategy,
+    )
+
+
+def base_loaded_newer_uploaded(
+    lake, secret: str, *, rows: int, newer_rows: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """`rows` customers loaded by the job from base.csv, and newer.csv uploaded (not ingested):
+    the same customers with other values plus `newer_rows - rows` new ones. Returns both files'
+    rows and the newer file's key."""
+    raw = synthetic_raw(rows, seed=seed)
+    JOB.main(glue_argv(lake, upload(lake, "base.csv", csv_bytes(raw)), secret))
+    newer = synthetic_raw(newer_rows, seed=seed + 1)
+    newer.loc[: len(raw) - 1, ID] = raw[ID].to_numpy()  # the same customers, other values
+    return raw, newer, upload(lake, "newer.csv", csv_bytes(newer))
+
+
 def table(conn) -> pd.DataFrame:
     return database.read_table(conn, TELCO.table, order_by=ID)
 
@@ -380,20 +406,9 @@ def test_database_lost_before_the_rows_are_published_leaves_the_table_and_a_retr
     lake, db, db_secret, mariadb, caplog, strategy
 ):
     # GIVEN a table with customers, and a newer file that changes some and adds others
-    raw = synthetic_raw(300, seed=51)
-    JOB.main(glue_argv(lake, upload(lake, "base.csv", csv_bytes(raw)), db_secret))
+    raw, newer, key = base_loaded_newer_uploaded(lake, db_secret, rows=300, newer_rows=400, seed=51)
     before = table(db)
-    newer = synthetic_raw(400, seed=52)
-    newer.loc[: len(raw) - 1, ID] = raw[ID].to_numpy()  # the same 300 customers, other values
-    key = upload(lake, "newer.csv", csv_bytes(newer))
-    request = IngestRequest(
-        bucket=lake["raw"],
-        key=key,
-        curated_bucket=lake["curated"],
-        db_secret_arn=db_secret,
-        contract=TELCO,
-        load_strategy=strategy,
-    )
+    request = ingest_request(lake, key, db_secret, strategy)
     seen = {}
 
     def kill_connection(conn) -> None:
@@ -558,16 +573,9 @@ def test_a_merge_blocked_by_another_writer_is_retried(lake, db, db_secret, caplo
     changed["MonthlyCharges"] = "42.5"
     key = upload(lake, "second.csv", csv_bytes(changed))
     blocker = database.connect(db_secret)
-    request = IngestRequest(
-        bucket=lake["raw"],
-        key=key,
-        curated_bucket=lake["curated"],
-        db_secret_arn=db_secret,
-        contract=TELCO,
-        # staged: the hook runs before the merge touches the table, so the other writer's lock
-        # comes first (in direct mode our load would already hold it)
-        load_strategy="staged",
-    )
+    # staged: the hook runs before the merge touches the table, so the other writer's lock comes
+    # first (in direct mode our load would already hold it)
+    request = ingest_request(lake, key, db_secret, "staged")
 
     def lock_then_release(conn) -> None:
         # The job's session gives up on a lock after 1s; the other writer releases it after 1.5s.
@@ -614,19 +622,10 @@ def test_a_database_crash_mid_load_leaves_the_table_and_a_retry_loads_once(
             Name=f"crash-{uuid.uuid4().hex[:6]}",
             SecretString=json.dumps(server.secret_value("loader", password, "crashdb")),
         )["ARN"]
-        raw = synthetic_raw(200, seed=71)
-        JOB.main(glue_argv(lake, upload(lake, "base.csv", csv_bytes(raw)), secret))
-        newer = synthetic_raw(250, seed=72)
-        newer.loc[: len(raw) - 1, ID] = raw[ID].to_numpy()
-        key = upload(lake, "newer.csv", csv_bytes(newer))
-        request = IngestRequest(
-            bucket=lake["raw"],
-            key=key,
-            curated_bucket=lake["curated"],
-            db_secret_arn=secret,
-            contract=TELCO,
-            load_strategy=strategy,
+        raw, newer, key = base_loaded_newer_uploaded(
+            lake, secret, rows=200, newer_rows=250, seed=71
         )
+        request = ingest_request(lake, key, secret, strategy)
 
         def crash_and_recover(conn) -> None:
             server.kill()

@@ -36,59 +36,17 @@ def synthesize(outdir: Path) -> dict[str, Any]:
     import aws_cdk as cdk
 
     from churnops.retrain.settings import GateSettings
-    from stacks.alerts import Alerts, AlertsSettings
     from stacks.assets import churnops_package_asset
-    from stacks.database import Database, DatabaseSettings
-    from stacks.storage import Storage, StorageSettings
     from stacks.training import Retrain, RetrainSettings
+    from tests.stand_ins import ACCOUNT, REGION, host_constructs
 
     app = cdk.App(outdir=str(outdir))
-    stack = cdk.Stack(app, STACK, env=cdk.Environment(account="123456789012", region="us-east-1"))
-    storage = Storage(
+    stack = cdk.Stack(app, STACK, env=cdk.Environment(account=ACCOUNT, region=REGION))
+    host = host_constructs(
         stack,
-        "Storage",
-        settings=StorageSettings(
-            removal_policy="destroy",
-            incoming_expiration_days=30,
-            failed_expiration_days=90,
-            quarantine_expiration_days=90,
-            snapshot_expiration_days=365,
-            prediction_expiration_days=180,
-            registry_noncurrent_expiration_days=365,
-            access_log_expiration_days=365,
-            infrequent_access_after_days=90,
-        ),
-    )
-    alerts = Alerts(
-        stack,
-        "Alerts",
-        settings=AlertsSettings(
-            topic_name="retrain-flow-alerts", alert_email="", removal_policy="destroy"
-        ),
-    )
-    database = Database(
-        stack,
-        "Database",
-        settings=DatabaseSettings(
-            name_prefix="retrainflow",
-            engine="mariadb",
-            engine_version="10.11.19",
-            instance_type="t4g.micro",
-            allocated_storage_gb=20,
-            max_allocated_storage_gb=40,
-            port=3306,
-            database_name="churnops",
-            admin_username="churnops_admin",
-            multi_az=False,
-            backup_retention_days=7,
-            deletion_protection=False,
-            removal_policy="destroy",
-            rotation_days=30,
-            vpc_cidr="10.40.0.0/16",
-            max_azs=2,
-            interface_endpoints=("secretsmanager",),
-            log_retention_days=30,
-        ),
+        name_prefix="retrainflow",
+        topic_name="retrain-flow-alerts",
+        interface_endpoints=("secretsmanager",),
     )
     Retrain(
         stack,
@@ -101,10 +59,10 @@ def synthesize(outdir: Path) -> dict[str, Any]:
             training_folds=FAST_TRAINING["folds"],
             retry_attempts=2,
         ),
-        curated_bucket=storage.curated_bucket,
-        registry_bucket=storage.registry_bucket,
-        database=database,
-        alert_topic=alerts.topic,
+        curated_bucket=host.storage.curated_bucket,
+        registry_bucket=host.storage.registry_bucket,
+        database=host.database,
+        alert_topic=host.alerts.topic,
         package=churnops_package_asset(stack),
     )
     app.synth()
@@ -589,7 +547,7 @@ def test_batch_and_online_scoring_agree(twin: Twin, current, spark, monkeypatch)
     offline = score(sample, load_model(twin.registry, TELCO), TELCO).set_index(TELCO.id_column)
     # Online 2: the serving app (ONNX Runtime behind the API handler).
     app = ServingApp.from_environ({"REGISTRY_URI": twin.registry_uri, "CONTRACT_NAME": TELCO.name})
-    body = {"customers": [_customer_json(row) for row in sample.to_dict("records")]}
+    body = {"customers": TELCO.api_customers(sample)}
     response, _ = app.handle(
         HttpRequest.from_proxy_event(
             {
@@ -614,20 +572,6 @@ def test_batch_and_online_scoring_agree(twin: Twin, current, spark, monkeypatch)
         batch.loc[ids, "churn_prediction"].to_numpy()
         == offline.loc[ids, "churn_prediction"].to_numpy()
     ).mean() > 0.99
-
-
-def _customer_json(row: dict[str, Any]) -> dict[str, Any]:
-    keep = [TELCO.id_column, *TELCO.feature_names]
-    out = {}
-    for name in keep:
-        value = row[name]
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            out[name] = None
-        elif hasattr(value, "item"):
-            out[name] = value.item()
-        else:
-            out[name] = value
-    return out
 
 
 def read_predictions(twin: Twin, processing_date: str) -> pd.DataFrame:

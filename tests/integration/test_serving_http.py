@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from churnops.contract import INSURANCE, TELCO, Kind
+from churnops.contract import INSURANCE, TELCO
 from churnops.dataset import parse_customers
 from churnops.local.apigw import LocalApiGateway
 from churnops.model import model_frame, positive_probability
@@ -138,27 +137,6 @@ def api(champion: Champion) -> Iterator[Api]:
     served.gateway.stop()
 
 
-def as_request(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """Clean contract rows as the JSON customers a CRM would send."""
-    fields = [TELCO.id_column, *TELCO.feature_names]
-    out = []
-    for record in rows[fields].to_dict("records"):
-        customer: dict[str, Any] = {}
-        for name in fields:
-            value = record[name]
-            kind = TELCO.column(name).kind
-            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-                customer[name] = None
-            elif kind is Kind.INTEGER:
-                customer[name] = int(value)
-            elif kind is Kind.FLOAT:
-                customer[name] = float(value)
-            else:
-                customer[name] = str(value)
-        out.append(customer)
-    return out
-
-
 def response_validator(doc: dict[str, Any], path: str, method: str, status: int) -> Any:
     responses = doc["paths"][path][method.lower()]["responses"]
     assert str(status) in responses, f"{method} {path} answered {status}, not documented"
@@ -194,7 +172,7 @@ def test_batches_match_the_scikit_learn_pipeline_to_1e_5(api, champion):
     expected = positive_probability(champion.model, model_frame(rows, TELCO))
     # WHEN the API scores the same customers, in batches of the limit
     got, ids, decisions = [], [], []
-    customers = as_request(rows)
+    customers = TELCO.api_customers(rows)
     for customer in customers:
         if customer["tenure"] == 0:
             customer["TotalCharges"] = None  # as a CRM holding the raw CSV would send it

@@ -162,6 +162,25 @@ def test_json_schema_is_derived_from_the_columns() -> None:
     assert schema["additionalProperties"] is False
 
 
+def test_api_customers_are_what_the_request_schema_accepts() -> None:
+    from jsonschema import Draft202012Validator
+
+    # GIVEN clean rows, one with a missing TotalCharges
+    clean = TELCO.validate(frame({}, {"tenure": "24", "MonthlyCharges": "70.5"})).clean
+    clean.loc[1, "TotalCharges"] = float("nan")
+    # WHEN they are turned into API customers
+    customers = TELCO.api_customers(clean)
+    # THEN each is valid JSON the request schema accepts, typed by column kind, without the target
+    validator = Draft202012Validator(TELCO.customer_json_schema())
+    for customer in customers:
+        validator.validate(customer)
+    first, second = customers
+    assert first["customerID"] == "0000-TEST" and first["Contract"] == "Month-to-month"
+    assert type(first["tenure"]) is int and type(first["MonthlyCharges"]) is float
+    assert second["tenure"] == 24 and second["MonthlyCharges"] == 70.5
+    assert second["TotalCharges"] is None and "Churn" not in second
+
+
 def test_schema_hash_is_stable_and_sensitive() -> None:
     assert TELCO.schema_hash == get_contract("telco").schema_hash
     assert TELCO.schema_hash != INSURANCE.schema_hash

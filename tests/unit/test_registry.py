@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import pytest
 
@@ -18,16 +17,9 @@ from churnops.registry import (
 )
 
 
-@pytest.fixture(params=["local", "s3"])
-def registry(request: pytest.FixtureRequest, tmp_path) -> Registry:  # type: ignore[no-untyped-def]
-    if request.param == "local":
-        return Registry.open(str(tmp_path / "registry"))
-    request.getfixturevalue("aws_env")
-    from churnops.aws import client
-
-    bucket = f"registry-{uuid.uuid4().hex[:12]}"
-    client("s3").create_bucket(Bucket=bucket)
-    return Registry.open(f"s3://{bucket}/models")
+@pytest.fixture
+def registry(store_uri: str) -> Registry:
+    return Registry.open(store_uri)
 
 
 def _register(registry: Registry, status: str = STATUS_ELIGIBLE, onnx: bool = True) -> str:

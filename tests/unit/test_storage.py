@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 
@@ -19,16 +18,9 @@ from churnops.storage import (
 )
 
 
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path) -> Storage:  # type: ignore[no-untyped-def]
-    if request.param == "local":
-        return LocalStorage(tmp_path / "store")
-    request.getfixturevalue("aws_env")
-    from churnops.aws import client
-
-    bucket = f"store-{uuid.uuid4().hex[:12]}"
-    client("s3").create_bucket(Bucket=bucket)
-    return open_storage(f"s3://{bucket}/some/prefix")
+@pytest.fixture
+def storage(store_uri: str) -> Storage:
+    return open_storage(store_uri)
 
 
 def test_put_get_roundtrip_and_etag(storage: Storage) -> None:
