@@ -325,7 +325,10 @@ class Contract:
             return "DOUBLE"
         if col.kind is Kind.CATEGORY:
             return f"VARCHAR({max(len(a) for a in col.allowed or ('',))})"
-        return f"VARCHAR({col.max_length})"
+        # Binary collation: ids are compared exactly, as validation's duplicate check does. On
+        # a server whose default collation ignores case, 'ab-1' and 'AB-1' would be one key and
+        # an upsert would silently overwrite one customer with another.
+        return f"VARCHAR({col.max_length}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 
     def ddl(self, table: str | None = None, *, extra: Mapping[str, str] | None = None) -> str:
         """CREATE TABLE for the contract's rows, keyed by the id column (upserts need the key)."""

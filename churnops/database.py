@@ -76,13 +76,20 @@ AUDIT_DDL = f"""CREATE TABLE IF NOT EXISTS `{AUDIT_TABLE}` (
 )"""
 
 SCORES_DDL = f"""CREATE TABLE IF NOT EXISTS `{SCORES_TABLE}` (
-  `{{id}}` VARCHAR(64) NOT NULL,
+  `{{id}}` {{id_type}} NOT NULL,
   `churn_probability` DOUBLE NOT NULL,
   `churn_prediction` TINYINT NOT NULL,
   `model_version` VARCHAR(64) NOT NULL,
   `processing_date` DATE NOT NULL,
   PRIMARY KEY (`{{id}}`)
 )"""
+
+
+def scores_ddl(contract: Contract) -> str:
+    id_col = contract.column(contract.id_column)
+    return SCORES_DDL.replace("{id}", id_col.name).replace("{id_type}", contract.sql_type(id_col))
+
+
 SCORE_COLUMNS = ("churn_probability", "churn_prediction", "model_version", "processing_date")
 
 
@@ -167,7 +174,7 @@ def ensure_schema(conn: Any, contract: Contract) -> None:
     with conn.cursor() as cur:
         cur.execute(contract.ddl())
         cur.execute(AUDIT_DDL)
-        cur.execute(SCORES_DDL.replace("{id}", contract.id_column))
+        cur.execute(scores_ddl(contract))
     conn.commit()
 
 
@@ -520,7 +527,7 @@ def upsert_scores(conn: Any, frame: pd.DataFrame, contract: Contract | None = No
     rows = row_tuples(frame, columns)
     try:
         with conn.cursor() as cur:
-            cur.execute(SCORES_DDL.replace("{id}", id_column))
+            cur.execute(scores_ddl(contract))
             cur.execute("START TRANSACTION")
             for start in range(0, len(rows), BATCH_ROWS):
                 batch = "),(".join(rows[start : start + BATCH_ROWS])

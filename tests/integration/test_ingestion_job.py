@@ -338,6 +338,29 @@ def test_a_changed_customer_is_updated_and_new_ones_added(lake, db, db_secret, s
     assert_table_holds(db, merged)
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_ids_that_differ_only_by_case_are_two_customers(lake, db, db_secret, strategy):
+    # GIVEN a file whose ids differ only by letter case (validation treats them as distinct)
+    raw = synthetic_raw(2, seed=41)
+    raw[ID] = ["7590-vhveg", "7590-VHVEG"]
+    key = upload(lake, "case.csv", csv_bytes(raw))
+
+    # WHEN it is ingested into a database whose default collation ignores case (as RDS's does)
+    with db.cursor() as cur:
+        cur.execute("SELECT DATABASE()")
+        (name,) = cur.fetchone()
+        cur.execute(f"ALTER DATABASE `{name}` COLLATE utf8mb4_general_ci")
+    try:
+        result = JOB.main(glue_argv(lake, key, db_secret, load_strategy=strategy))
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"ALTER DATABASE `{name}` COLLATE utf8mb4_bin")
+
+    # THEN both customers are kept: the id column compares exactly, nobody is overwritten
+    assert result["rows_loaded"] == 2
+    assert sorted(table(db)[ID]) == ["7590-VHVEG", "7590-vhveg"]
+
+
 # ---- file-level problems -------------------------------------------------------------------------
 def _file_problems() -> dict[str, tuple[bytes, str]]:
     header = ",".join(TELCO.column_names)
