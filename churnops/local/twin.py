@@ -584,25 +584,13 @@ def api_customers(
     path: str | Path, count: int, contract_name: str = "telco"
 ) -> list[dict[str, Any]]:
     """The first `count` valid customers of a CSV as API request objects (id + features)."""
-    import math
-
     from churnops.contract import get_contract
     from churnops.dataset import read_customers
 
     contract = get_contract(contract_name)
-    clean = contract.validate(read_customers(path, contract)).clean.head(count)
-    columns = [contract.id_column, *contract.feature_names]
-    customers = []
-    for record in clean[columns].to_dict(orient="records"):
-        customer: dict[str, Any] = {}
-        for key, value in record.items():
-            if hasattr(value, "item"):
-                value = value.item()  # numpy scalar -> Python
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            customer[key] = value
-        customers.append(customer)
-    return customers
+    return contract.api_customers(
+        contract.validate(read_customers(path, contract)).clean.head(count)
+    )
 
 
 def call_api(
