@@ -23,12 +23,9 @@ class Host:
     database: Database
 
 
-def host_constructs(
-    stack: Stack, *, name_prefix: str, topic_name: str, interface_endpoints: tuple[str, ...]
-) -> Host:
-    """Storage, Alerts (topic `topic_name`) and a small Database (`name_prefix`, with the VPC
-    interface endpoints the construct under test needs) in `stack`."""
-    storage = Storage(
+def stand_in_storage(stack: Stack) -> Storage:
+    """The real Storage construct with short, test-sized lifecycle settings."""
+    return Storage(
         stack,
         "Storage",
         settings=StorageSettings(
@@ -43,6 +40,14 @@ def host_constructs(
             infrequent_access_after_days=90,
         ),
     )
+
+
+def host_constructs(
+    stack: Stack, *, name_prefix: str, topic_name: str, interface_endpoints: tuple[str, ...]
+) -> Host:
+    """Storage, Alerts (topic `topic_name`) and a small Database (`name_prefix`, with the VPC
+    interface endpoints the construct under test needs) in `stack`."""
+    storage = stand_in_storage(stack)
     alerts = Alerts(
         stack,
         "Alerts",

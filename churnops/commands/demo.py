@@ -169,19 +169,12 @@ def _run_stages(
     progress.done(f"{data.name}, drifted batch {drifted.name} (shift {DRIFT_SHIFT})")
 
     progress.begin("upload and ingest")
-    ingest = twin.upload(data)
-    _require(
-        ingest["status"] == "succeeded", f"ingestion of {data.name} failed: {ingest.get('error')}"
-    )
+    ingest = _ingested(twin, data)
     summary["ingest"] = _ingest_summary(ingest)
     progress.done(f"{ingest['rows_loaded']} rows loaded, {ingest['rows_quarantined']} quarantined")
 
     progress.begin("retrain")
-    retrain = twin.retrain()
-    _require(
-        retrain["execution"] == "SUCCEEDED",
-        f"retrain flow {retrain['execution']}: {_why(retrain)}",
-    )
+    retrain = _retrained(twin, "retrain flow")
     champion = _champion(twin)
     _require(champion is not None, "the retrain flow finished without a champion")
     summary["retrain"] = {"decision": _decision(retrain.get("output")), "champion": champion}
@@ -199,13 +192,7 @@ def _run_stages(
         "predictions": [
             {
                 key: p.get(key)
-                for key in (
-                    "customerID",
-                    "churn_probability",
-                    "churn_prediction",
-                    "top_factors",
-                    "factors",
-                )
+                for key in ("customerID", "churn_probability", "churn_prediction", "factors")
                 if key in p
             }
             for p in body.get("predictions", [])
@@ -218,20 +205,12 @@ def _run_stages(
     )
 
     progress.begin("upload a drifted batch")
-    drifted_ingest = twin.upload(drifted)
-    _require(
-        drifted_ingest["status"] == "succeeded",
-        f"ingestion of {drifted.name} failed: {drifted_ingest.get('error')}",
-    )
+    drifted_ingest = _ingested(twin, drifted)
     summary["drifted_ingest"] = _ingest_summary(drifted_ingest)
     progress.done(f"{drifted_ingest['rows_loaded']} rows loaded")
 
     progress.begin("drift report")
-    second = twin.retrain()
-    _require(
-        second["execution"] == "SUCCEEDED",
-        f"second retrain flow {second['execution']}: {_why(second)}",
-    )
+    second = _retrained(twin, "second retrain flow")
     report = _drift_report(twin, second.get("output"))
     _require(report is not None, "the retrain flow produced no drift report")
     drifted_features = report.get("drifted_features") or []
@@ -252,6 +231,22 @@ def _why(result: dict[str, Any]) -> str:
     if step:
         return f"step {step['step']} failed with {step['error']}: {step['cause'][:400]}"
     return f"{result.get('error')}: {result.get('cause')}"
+
+
+def _ingested(twin: Any, path: Path) -> dict[str, Any]:
+    """Upload a file to the twin's raw bucket and insist that its ingestion succeeded."""
+    result = twin.upload(path)
+    _require(
+        result["status"] == "succeeded", f"ingestion of {path.name} failed: {result.get('error')}"
+    )
+    return result
+
+
+def _retrained(twin: Any, label: str) -> dict[str, Any]:
+    """Run the retrain state machine and insist that the execution succeeded."""
+    result = twin.retrain()
+    _require(result["execution"] == "SUCCEEDED", f"{label} {result['execution']}: {_why(result)}")
+    return result
 
 
 def _require(condition: bool, message: str) -> None:

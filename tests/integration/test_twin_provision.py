@@ -65,28 +65,14 @@ def synthesized(tmp_path_factory):
     from aws_cdk import aws_stepfunctions as sfn
     from aws_cdk import aws_stepfunctions_tasks as tasks
 
-    from stacks.storage import Storage, StorageSettings
+    from tests.stand_ins import stand_in_storage
 
     out = tmp_path_factory.mktemp("cdk_out")  # outside the image build context
     app = cdk.App(outdir=str(out))
     stack = cdk.Stack(
         app, "ChurnOps", env=cdk.Environment(account="123456789012", region="us-east-1")
     )
-    storage = Storage(
-        stack,
-        "Storage",
-        settings=StorageSettings(
-            removal_policy="destroy",
-            incoming_expiration_days=30,
-            failed_expiration_days=30,
-            quarantine_expiration_days=30,
-            snapshot_expiration_days=30,
-            prediction_expiration_days=30,
-            registry_noncurrent_expiration_days=30,
-            access_log_expiration_days=30,
-            infrequent_access_after_days=30,
-        ),
-    )
+    storage = stand_in_storage(stack)
     secret = secretsmanager.Secret(
         stack,
         "ApiSigningSecret",
