@@ -125,15 +125,13 @@ def _has_onnxruntime() -> bool:
 
 
 def output_schema(id_column: str) -> str:
-    return (
-        f"`{id_column}` string, churn_probability double, churn_prediction int, "
-        "model_version string, processing_date string"
-    )
+    """What the Python side returns; the constant columns are added on the JVM side."""
+    return f"`{id_column}` string, churn_probability double, churn_prediction int"
 
 
 def score_dataframe(spark: Any, customers: Any, model: dict[str, Any], processing_date: str) -> Any:
     """The scored Spark DataFrame (lazy): one row per customer, the output columns only."""
-    from churnops.contract import get_contract
+    from churnops.contract import Kind, get_contract
 
     contract = get_contract(model["contract"])
     id_column = contract.id_column
@@ -147,6 +145,24 @@ def score_dataframe(spark: Any, customers: Any, model: dict[str, Any], processin
     threshold = model["threshold"]
     version = model["version"]
 
+    # Categories cross from the JVM to Python as one-byte codes into the contract's allowed
+    # values instead of strings: Arrow-encoding millions of short strings costs more than scoring
+    # them. Code -1 (a missing value) decodes to "", as `model_frame` treats a missing category.
+    from pyspark.sql import functions as F
+
+    categories = {
+        c.name: list(c.allowed) for c in contract.feature_columns if c.kind is Kind.CATEGORY
+    }
+    selected = [F.col(id_column)]
+    for name in contract.feature_names:
+        if name not in categories:
+            selected.append(F.col(name))
+            continue
+        code = F.when(F.col(name) == categories[name][0], 0)
+        for index, value in enumerate(categories[name][1:], start=1):
+            code = code.when(F.col(name) == value, index)
+        selected.append(code.otherwise(-1).cast("byte").alias(name))
+
     def score_batches(batches: Iterator[Any]) -> Iterator[Any]:
         import numpy as np
         import pandas as pd
@@ -154,22 +170,27 @@ def score_dataframe(spark: Any, customers: Any, model: dict[str, Any], processin
         scorer = _SCORERS.get(version)
         if scorer is None:
             scorer = _SCORERS[version] = Scorer(shared.value)
+        decode = {
+            name: np.array([*values, ""], dtype=object) for name, values in categories.items()
+        }
         for batch in batches:
             if batch.empty:
                 continue
+            for name, labels in decode.items():
+                batch[name] = labels[batch[name].to_numpy()]  # -1 picks the trailing ""
             proba = np.asarray(scorer.probability(batch), dtype=np.float64)
             yield pd.DataFrame(
                 {
                     id_column: batch[id_column].astype(str).to_numpy(),
                     "churn_probability": proba,
                     "churn_prediction": (proba >= threshold).astype(np.int32),
-                    "model_version": version,
-                    "processing_date": processing_date,
                 }
             )
 
-    columns = [id_column, *contract.feature_names]
-    return customers.select(*columns).mapInPandas(score_batches, output_schema(id_column))
+    scored = customers.select(*selected).mapInPandas(score_batches, output_schema(id_column))
+    return scored.withColumn("model_version", F.lit(version)).withColumn(
+        "processing_date", F.lit(processing_date)
+    )
 
 
 def _read_input(spark: Any, uri: str, workdir: Any) -> Any:
