@@ -125,6 +125,15 @@ class TwinLayout:
         return dict(self.__dict__)
 
 
+def ensure_execution_role() -> str:
+    """The one role every twin resource runs as (moto checks a function's role can be assumed,
+    as AWS does); created once, returned as an ARN."""
+    iam = aws.client("iam")
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName=TWIN_ROLE, AssumeRolePolicyDocument=json.dumps(_TRUST))
+    return f"arn:aws:iam::{ACCOUNT}:role/{TWIN_ROLE}"
+
+
 class Provisioner:
     """Creates the template's resources in moto (reached through `churnops.aws.client`)."""
 
@@ -324,9 +333,7 @@ class Provisioner:
         return self.layout
 
     def _role(self) -> None:
-        iam = aws.client("iam")
-        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-            iam.create_role(RoleName=TWIN_ROLE, AssumeRolePolicyDocument=json.dumps(_TRUST))
+        ensure_execution_role()
 
     def _secrets(self) -> None:
         client = aws.client("secretsmanager")

@@ -4,7 +4,6 @@ that fails loudly when moto's internals move."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ACCOUNT = "123456789012"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/churnops-twin-test"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/churnops-twin-execution"
 
 HANDLERS = '''
 import json
@@ -97,28 +96,10 @@ def sandbox(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def execution_role(aws_env):
-    """moto checks that Lambda can assume a function's role, as AWS does."""
-    from churnops.aws import client
+    """moto checks that Lambda can assume a function's role, as AWS does: the twin's own role."""
+    from churnops.local.provision import ensure_execution_role
 
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {
-                    "Service": [
-                        "lambda.amazonaws.com",
-                        "states.amazonaws.com",
-                        "glue.amazonaws.com",
-                    ]
-                },
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    iam = client("iam")
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName="churnops-twin-test", AssumeRolePolicyDocument=json.dumps(trust))
+    assert ensure_execution_role() == ROLE
     return ROLE
 
 
