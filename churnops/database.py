@@ -40,7 +40,7 @@ from pymysql.converters import escape_string
 
 from churnops import aws
 from churnops.contract import Contract
-from churnops.errors import ChurnOpsError
+from churnops.errors import ChurnOpsError, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,15 @@ class Credentials:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-def read_secret(secret_arn: str) -> Credentials:
-    """Credentials from an RDS-shaped Secrets Manager secret."""
+def read_secret(secret_arn: str, database: str | None = None) -> Credentials:
+    """Credentials from an RDS-shaped Secrets Manager secret, for `database`.
+
+    The database name comes from the deployment (`database` here: the stack passes
+    `database.database_name` as `DB_NAME` / `--db_name`), because the secret CDK generates for
+    an RDS instance has no `dbname` (RDS's attachment adds engine, host, port and the instance
+    identifier; `dbname` is optional in the RDS secret structure). A secret's own `dbname` is
+    used only when no name is given; with neither, the connection is refused by name, never
+    sent to a guessed database."""
     try:
         value = aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
     except Exception as err:
@@ -119,12 +126,12 @@ def read_secret(secret_arn: str) -> Credentials:
         raise ChurnOpsError(f"cannot read database secret {secret_arn}: {code}") from None
     try:
         data = json.loads(value)
-        return Credentials(
+        credentials = Credentials(
             host=str(data["host"]),
             port=int(data.get("port") or 3306),
             user=str(data["username"]),
             password=str(data["password"]),
-            database=str(data.get("dbname") or data.get("database") or "churnops"),
+            database=str(database or data.get("dbname") or ""),
         )
     except (ValueError, KeyError, TypeError) as err:
         # The message names the missing key at most, never a value.
@@ -132,13 +139,22 @@ def read_secret(secret_arn: str) -> Credentials:
             f"database secret {secret_arn} is not in the RDS shape ({type(err).__name__}: "
             f"{err if isinstance(err, KeyError) else 'unreadable'})"
         ) from None
+    if not credentials.database:
+        raise ChurnOpsError(
+            f"database secret {secret_arn} names no database (no 'dbname') and none was "
+            "configured: set DB_NAME (functions) or --db_name (Glue jobs)"
+        )
+    return credentials
 
 
-def connect(secret_arn: str | Credentials, *, local_infile: bool = False) -> Any:
-    """A pymysql connection (autocommit off, strict SQL mode, utf8mb4)."""
+def connect(
+    secret_arn: str | Credentials, *, database: str | None = None, local_infile: bool = False
+) -> Any:
+    """A pymysql connection (autocommit off, strict SQL mode, utf8mb4) to `database` (see
+    `read_secret` for where the name comes from)."""
     import pymysql
 
-    creds = secret_arn if isinstance(secret_arn, Credentials) else read_secret(secret_arn)
+    creds = secret_arn if isinstance(secret_arn, Credentials) else read_secret(secret_arn, database)
     try:
         conn = pymysql.connect(
             host=creds.host,
@@ -155,8 +171,26 @@ def connect(secret_arn: str | Credentials, *, local_infile: bool = False) -> Any
             init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
         )
     except pymysql.MySQLError as err:
-        raise ChurnOpsError(f"cannot connect to database {creds.where}: {describe(err)}") from None
+        # pymysql's own classes never reach Step Functions (they are wrapped here), so the
+        # transient ones become an error a Retry can name; the rest stay domain errors.
+        kind = DatabaseUnavailableError if _unreachable(err) else ChurnOpsError
+        raise kind(f"cannot connect to database {creds.where}: {describe(err)}") from None
     return conn
+
+
+# MySQL client errors that mean "not reachable now": can't connect (2002, 2003), unknown host
+# (2005), server gone or lost during the query (2006, 2013), and the server refusing new
+# connections while busy or starting (1040 too many connections, 1053 shutdown in progress).
+_UNREACHABLE_CODES = frozenset({1040, 1053, 2002, 2003, 2005, 2006, 2013})
+
+
+def _unreachable(err: BaseException) -> bool:
+    import pymysql
+
+    code = err.args[0] if err.args and isinstance(err.args[0], int) else None
+    if code is not None:
+        return code in _UNREACHABLE_CODES
+    return isinstance(err, pymysql.err.InterfaceError | pymysql.err.OperationalError)
 
 
 def describe(err: BaseException) -> str:

@@ -12,3 +12,9 @@ class NoChampionError(ChurnOpsError):
 
 class ContractMismatchError(ChurnOpsError):
     """A model and the data (or the server) follow different contracts."""
+
+
+class DatabaseUnavailableError(ChurnOpsError):
+    """The database could not be reached (refused, timed out, connection lost): worth a retry,
+    unlike a refused login or a missing database. Its class name is the error name Step
+    Functions sees when a Lambda step raises it, so the retrain flow's Retry lists it."""

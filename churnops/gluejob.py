@@ -1,11 +1,18 @@
 """What every Glue entry script needs, identical on AWS Glue and on local Spark.
 
 - `resolve_args`: awsglue's `getResolvedOptions` where `awsglue` imports, an argparse equivalent
-  otherwise, plus optional arguments with defaults (which `getResolvedOptions` lacks).
+  otherwise, plus optional arguments with defaults (which `getResolvedOptions` lacks). On Glue it
+  also creates the job's GlueContext (`glue_context`), because every script resolves its
+  arguments first and Glue's job metrics need that context.
 - `spark_session`: GlueContext's session on Glue, `churnops.spark.local_spark_session()` locally.
 - The S3 adapter: this machine's Spark has no hadoop-aws jar and cannot read `s3://`, so jobs
   move objects with boto3 (through `churnops.aws`, which honours AWS_ENDPOINT_URL and so reaches
-  moto in the twin). Glue runs the same functions; nothing branches on where we are.
+  moto in the twin). Glue runs the same functions.
+
+Where we are is decided in one place, `_awsglue()`, and plainly: AWS Glue's runtime has the
+`awsglue` package and local Spark (tests, the twin, benchmarks) does not. That single fact picks
+getResolvedOptions over argparse and whether a GlueContext exists; nothing else branches on it,
+and tests/unit/test_gluejob_context.py runs the Glue side as well, with a stand-in `awsglue`.
 """
 
 from __future__ import annotations
@@ -42,12 +49,12 @@ def resolve_args(
     optional = dict(optional or {})
     present = {a[2:].split("=", 1)[0] for a in args[1:] if a.startswith("--")}
     wanted = [*required, *(name for name in optional if name in present)]
-    try:
-        from awsglue.utils import getResolvedOptions  # type: ignore[import-not-found]
-    except ImportError:
+    glue = _awsglue()
+    if glue is None:
         resolved = _parse(args[1:], wanted)
-    else:  # pragma: no cover - only on AWS Glue
-        resolved = getResolvedOptions(args, wanted)
+    else:
+        resolved = glue.utils.getResolvedOptions(args, wanted)
+        glue_context()  # from the job's start, so metrics cover all of it
     return {**optional, **{k: v for k, v in resolved.items() if k in wanted}}
 
 
@@ -65,20 +72,50 @@ def _parse(args: Sequence[str], names: Sequence[str]) -> dict[str, str]:
     return vars(parsed)
 
 
-# ---- Spark --------------------------------------------------------------------------------------
+# ---- where we run, and Spark ----------------------------------------------------------------------
+_glue_context: Any = None  # one GlueContext per job process
+
+
+def _awsglue() -> Any:
+    """The `awsglue` package (with `context` and `utils` loaded) on AWS Glue; None elsewhere."""
+    try:
+        import awsglue.context  # type: ignore[import-not-found]
+        import awsglue.utils  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return awsglue
+
+
+def glue_context() -> Any:
+    """The job's GlueContext on AWS Glue, created on first call from the (one) SparkContext and
+    the same object afterwards; None off Glue.
+
+    Glue publishes a job's metrics (`--enable-metrics`, set in stacks/flows.py) only when the
+    script initializes a GlueContext: AWS, "Confirm that the job script initializes a
+    GlueContext" (docs.aws.amazon.com/glue/latest/dg/monitor-profile-glue-job-cloudwatch-
+    metrics.html) and "If you use a custom script that uses only DataFrames ... metrics might not
+    be written to CloudWatch" (repost.aws/knowledge-center/glue-job-metrics-cloudwatch)."""
+    global _glue_context
+    glue = _awsglue()
+    if glue is None:
+        return None
+    if _glue_context is None:
+        from pyspark.context import SparkContext
+
+        _glue_context = glue.context.GlueContext(SparkContext.getOrCreate())
+    return _glue_context
+
+
 def spark_session(spark: Any = None) -> Any:
     """The given session, GlueContext's on Glue, or a local one."""
     if spark is not None:
         return spark
-    try:
-        from awsglue.context import GlueContext  # type: ignore[import-not-found]
-    except ImportError:
+    context = glue_context()
+    if context is None:
         from churnops.spark import local_spark_session
 
         return local_spark_session()
-    from pyspark.context import SparkContext  # pragma: no cover - only on AWS Glue
-
-    return GlueContext(SparkContext.getOrCreate()).spark_session  # pragma: no cover
+    return context.spark_session
 
 
 # ---- the S3 adapter -----------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class IngestRequest:
     curated_bucket: str
     db_secret_arn: str
     contract: Contract
+    db_name: str = ""  # the deployment's database; "" only where the secret names one
     load_strategy: str = "direct"  # "direct" or "staged", see churnops.database.load_file
     staging_method: str = "auto"  # "auto", "load_data" or "insert", likewise
 
@@ -121,7 +122,9 @@ def ingest_object(
     run_id = new_run_id()
     source = gluejob.s3_uri(request.bucket, request.key)
     timer = _Timer()
-    conn = database.connect(request.db_secret_arn, local_infile=True)
+    conn = database.connect(
+        request.db_secret_arn, database=request.db_name or None, local_infile=True
+    )
     try:
         database.ensure_schema(conn, contract)
         key, meta = _locate(request.bucket, request.key)
@@ -298,7 +301,7 @@ def _reject_file(
 def _record_failure(request: IngestRequest, run_id: str, message: str) -> None:
     """Mark the run failed on a fresh connection (the load's own may be the thing that broke)."""
     try:
-        conn = database.connect(request.db_secret_arn)
+        conn = database.connect(request.db_secret_arn, database=request.db_name or None)
     except ChurnOpsError as err:
         log.error("could not mark run %s failed: %s", run_id, err)
         return
@@ -352,6 +355,7 @@ def request_from_args(args: dict[str, str]) -> IngestRequest:
         key=args["source_key"],
         curated_bucket=args["curated_bucket"],
         db_secret_arn=args["db_secret_arn"],
+        db_name=args.get("db_name") or "",
         contract=get_contract(args.get("contract_name") or "telco"),
         load_strategy=args.get("load_strategy") or "direct",
         staging_method=args.get("staging_method") or "auto",

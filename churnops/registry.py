@@ -10,6 +10,13 @@ interrupted registration and is ignored. The champion pointer is only ever repla
 conditionally on the tag read before the decision, so two concurrent promotions cannot both win
 and a reader never sees a half-written pointer.
 
+A pointer move can carry a decision id (the retrain run that decided, the champion a rollback is
+from). The pointer records it, so a caller that repeats the same decision after its first attempt
+moved the pointer (Step Functions retrying a Lambda that timed out after the write, a person
+re-running a rollback whose answer they never saw) is recognised: it gets the pointer that
+attempt wrote and the history keeps one entry, instead of a false conflict or a second move. A
+different decision in the meantime still fails with `ConcurrentUpdateError`.
+
 Only the standard library and boto3 (through `churnops.storage`) are imported: the serving image
 reads the registry without pandas or scikit-learn.
 """
@@ -198,6 +205,8 @@ class Registry:
         etag: str | None,
         actor: str,
         reason: str,
+        action: str,
+        decision_id: str | None,
     ) -> dict[str, Any]:
         pointer = {
             "version": version,
@@ -206,14 +215,41 @@ class Registry:
             "actor": actor,
             "reason": reason,
             "sequence": (previous["sequence"] + 1) if previous else 1,
+            # Which decision put the pointer here, so that decision can recognise its own write.
+            "action": action,
+            "decision_id": decision_id,
         }
         try:
             self.storage.replace_if_match(CHAMPION_KEY, _dumps(pointer), etag)
         except PreconditionFailedError:
+            # S3 may apply a PUT whose answer is lost; the SDK then sends it again and the
+            # repeat finds the tag changed by its own first copy. The pointer tells: if it is
+            # this decision's, the move happened.
+            landed = self.champion()
+            if landed is not None and _written_by(landed, action, version, decision_id):
+                return landed
             raise ConcurrentUpdateError(
                 f"the champion pointer in {self.uri} changed meanwhile; {version} was not promoted"
             ) from None
         return pointer
+
+    def _record_move(self, pointer: dict[str, Any]) -> None:
+        """The history entry of a pointer move, built from the pointer alone so that a retry,
+        which only has the pointer its first attempt wrote, records exactly the same entry."""
+        action = pointer["action"]
+        details: dict[str, Any] = {"sequence": pointer["sequence"]}
+        if action == "rollback":
+            details["from_version"] = pointer["previous_version"]
+        else:
+            details["previous_version"] = pointer["previous_version"]
+        self.record_decision(
+            pointer["version"],
+            action,
+            actor=pointer["actor"],
+            reason=pointer["reason"],
+            details=details,
+            decision_id=pointer.get("decision_id"),
+        )
 
     def check_promotable(self, version: str) -> dict[str, Any]:
         card = self.card(version)
@@ -231,11 +267,19 @@ class Registry:
         actor: str,
         reason: str,
         expected_etag: str | _Current | None = CURRENT,
+        decision_id: str | None = None,
     ) -> dict[str, Any]:
         """Make `version` champion if the pointer still has tag `expected_etag` (default: the tag
-        read now; None: only if there is no champion yet)."""
+        read now; None: only if there is no champion yet).
+
+        With `decision_id`, a repeat of the same decision after its pointer write landed returns
+        that pointer (and records the promotion if the first attempt stopped before it could)
+        rather than failing on the tag its own write changed."""
         self.check_promotable(version)
         current, etag = self._pointer_and_etag()
+        if current is not None and _written_by(current, "promote", version, decision_id):
+            self._record_move(current)
+            return current
         if not isinstance(expected_etag, _Current) and expected_etag != etag:
             raise ConcurrentUpdateError(
                 f"the champion pointer in {self.uri} changed meanwhile; {version} was not promoted"
@@ -243,26 +287,48 @@ class Registry:
         if current and current.get("version") == version:
             raise ChurnOpsError(f"version {version} is already the champion")
         pointer = self._move_pointer(
-            version, previous=current, etag=etag, actor=actor, reason=reason
-        )
-        self.record_decision(
             version,
-            "promote",
+            previous=current,
+            etag=etag,
             actor=actor,
             reason=reason,
-            details={
-                "previous_version": pointer["previous_version"],
-                "sequence": pointer["sequence"],
-            },
+            action="promote",
+            decision_id=decision_id,
         )
+        self._record_move(pointer)
         return pointer
 
-    def rollback(self, *, actor: str, reason: str) -> dict[str, Any]:
+    def rollback(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        from_version: str | None = None,
+        decision_id: str | None = None,
+    ) -> dict[str, Any]:
         """Point back at `previous_version`. The version rolled back from becomes the new
-        `previous_version`, so a second rollback undoes the first."""
+        `previous_version`, so a second rollback undoes the first.
+
+        `from_version` names the champion the caller means to roll back: if the champion is by
+        then another version, nothing moves (`ConcurrentUpdateError`); if the pointer already is
+        the rollback from it, that is this same decision repeated (its answer was lost, or two
+        people reacted to one alarm) and the pointer is returned as it is, with one history
+        entry. Without `from_version` a repeat cannot be told from a second rollback. A caller
+        with its own decision id (an execution) passes `decision_id` instead."""
+        if from_version is not None:
+            self._check_version(from_version)
+            decision_id = decision_id or f"rollback-from-{from_version}"
         current, etag = self._pointer_and_etag()
         if current is None:
             raise NoChampionError(f"no champion in registry {self.uri}: nothing to roll back")
+        if _written_by(current, "rollback", current["version"], decision_id):
+            self._record_move(current)
+            return current
+        if from_version is not None and current["version"] != from_version:
+            raise ConcurrentUpdateError(
+                f"the champion in {self.uri} is {current['version']}, not {from_version}; "
+                "nothing was rolled back"
+            )
         target = current.get("previous_version")
         if not target:
             raise ChurnOpsError(
@@ -270,15 +336,15 @@ class Registry:
             )
         self.card(target)
         pointer = self._move_pointer(
-            target, previous=current, etag=etag, actor=actor, reason=reason
-        )
-        self.record_decision(
             target,
-            "rollback",
+            previous=current,
+            etag=etag,
             actor=actor,
             reason=reason,
-            details={"from_version": current["version"], "sequence": pointer["sequence"]},
+            action="rollback",
+            decision_id=decision_id,
         )
+        self._record_move(pointer)
         return pointer
 
     # ---- history ----------------------------------------------------------------------------
@@ -290,10 +356,19 @@ class Registry:
         actor: str,
         reason: str,
         details: dict[str, Any] | None = None,
+        decision_id: str | None = None,
     ) -> dict[str, Any]:
-        """Append one decision (promote, rollback, reject, no_skill, ...); never rewritten."""
+        """Append one decision (promote, rollback, reject, no_skill, ...); never rewritten.
+
+        With `decision_id`, at most once per version, action and decision: a retried step that
+        already recorded it gets the entry it wrote before."""
         self._check_version(version)
         self._check_name(action)
+        if decision_id is not None:
+            recorded = self._recorded(version, action, decision_id)
+            if recorded is not None:
+                return recorded
+            details = {**(details or {}), "decision_id": decision_id}
         moment = _utcnow()
         entry = {
             "at": moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),
@@ -317,3 +392,31 @@ class Registry:
 
     def history(self) -> list[dict[str, Any]]:
         return [json.loads(self.storage.get(key)) for key in self.storage.list("history/")]
+
+    def _recorded(self, version: str, action: str, decision_id: str) -> dict[str, Any] | None:
+        # Keys name the version and the action, so only those few entries are read.
+        marker = f"-{version}-{action}"
+        for key in self.storage.list("history/"):
+            name = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if not (name.endswith(marker) or f"{marker}-" in name):
+                continue
+            entry = json.loads(self.storage.get(key))
+            if (
+                entry.get("action") == action
+                and (entry.get("details") or {}).get("decision_id") == decision_id
+            ):
+                return dict(entry)
+        return None
+
+
+def _written_by(
+    pointer: dict[str, Any], action: str, version: str, decision_id: str | None
+) -> bool:
+    """Whether `pointer` is what decision `decision_id` wrote when its `action` made `version`
+    champion (one id may promote and later roll back, as a rollout would)."""
+    return (
+        decision_id is not None
+        and pointer.get("decision_id") == decision_id
+        and pointer.get("action") == action
+        and pointer.get("version") == version
+    )

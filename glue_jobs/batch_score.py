@@ -39,6 +39,7 @@ OPTIONAL = {
     "model_version": "",
     "processing_date": "",
     "db_secret_arn": "",
+    "db_name": "",  # the stack always passes it: CDK's instance secret has no dbname
     "contract": "telco",
     "output_prefix": "predictions",
 }
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None, spark: Any = None) -> dict[str, Any]:
         from churnops.contract import get_contract
 
         frame["processing_date"] = processing_date
-        conn = database.connect(args["db_secret_arn"])
+        conn = database.connect(args["db_secret_arn"], database=args["db_name"] or None)
         try:
             upserted = database.upsert_scores(conn, frame, get_contract(args["contract"]))
         finally:

@@ -26,7 +26,12 @@ from typing import Any
 
 # Names shared with the CDK construct (stacks/ingestion.py) so neither side restates them.
 REQUIRED_ARGS = ("source_bucket", "source_key", "curated_bucket", "db_secret_arn")
-OPTIONAL_ARGS = {"contract_name": "telco", "load_strategy": "direct", "staging_method": "auto"}
+OPTIONAL_ARGS = {
+    "contract_name": "telco",
+    "load_strategy": "direct",
+    "staging_method": "auto",
+    "db_name": "",  # the stack always passes it: CDK's instance secret has no dbname
+}
 # Arguments the state machine passes per run; the rest are the job's DefaultArguments.
 RUN_ARGS = ("source_bucket", "source_key")
 

@@ -94,6 +94,11 @@ class ChurnOpsStack(Stack):
             "RegistryUri": self.storage.registry_uri,
             "ApiUrl": self.serving.api.url,
             "ApiKeyId": self.serving.api_key.key_id,
+            # The Resource of an IAM policy allowing execute-api:Invoke on this stage (what a
+            # caller needs with serving.authorization=iam).
+            "ApiInvokeArn": self.serving.api.arn_for_execute_api(
+                stage=self.serving.stage.stage_name
+            ),
             "AlertTopicArn": self.alerts.topic.topic_arn,
             "DatabaseSecretArn": self.database.secret.secret_arn,
             "IngestStateMachineArn": self.ingestion.state_machine.state_machine_arn,

@@ -3,7 +3,14 @@ hosted rotation, the Glue connection into the VPC, and the VPC endpoints that ke
 inside AWS's network.
 
 There is no NAT gateway and no internet gateway: the jobs and functions reach S3 through a gateway
-endpoint and every other AWS API they call through an interface endpoint (the list is context).
+endpoint and every other AWS API they call through an interface endpoint (the list is context;
+ENDPOINT_CALLERS says who in the VPC calls each service, docs/deploy.md "Network notes" why the
+others are not needed). Interface endpoints are not offered in every zone of every region: the
+context key `database.availability_zones` pins the zones (docs/deploy.md says how to pick them).
+
+Physical names: the instance identifier carries a digest of the settings whose change replaces the
+instance and this stack's id, so a replacement or a redeploy after `cdk destroy` never meets the
+old name (see `instance_identifier`); the secret's name is left to CloudFormation.
 
 Engine: RDS for MariaDB 10.11 is the faithful match of the MariaDB 10.11 server the tests and the
 local twin run (`churnops/local/mariadb.py`); RDS for MySQL 8.0 also works with the same SQL
@@ -12,9 +19,12 @@ local twin run (`churnops/local/mariadb.py`); RDS for MySQL 8.0 also works with 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Aws, Duration, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_logs as logs
@@ -23,13 +33,29 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 ENGINES = ("mariadb", "mysql")
+# Who in the VPC calls each interface endpoint's service (anything not here has no caller there:
+# an endpoint for it would only cost money). S3 is the gateway endpoint, always present. Glue
+# sends its own traffic (script download, continuous logs, job metrics, Data Catalog) through a
+# proxy in Glue's VPC, not ours, unless a job sets --disable-proxy-v2, and even then logs stay on
+# the proxy (docs.aws.amazon.com/glue/latest/dg/connection-VPC-disable-proxy.html); a function's
+# logs are shipped by Lambda, not by the function's network interface.
+ENDPOINT_CALLERS = {
+    "secretsmanager": "the Glue jobs and the snapshot function read the database secret "
+    "(churnops.database.connect); the hosted rotation function rotates it",
+}
+# RDS instance identifiers: letters, digits and single hyphens, a letter first, at most 63.
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_IDENTIFIER_SUFFIX = len("-db-") + 8 + 1 + 8  # "-db-<settings digest>-<stack id>"
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
     name_prefix: str
     engine: str  # "mariadb" (matches the tests' MariaDB 10.11) or "mysql"
-    engine_version: str  # e.g. "10.11" (major: RDS picks the current minor) or "10.11.14"
+    # A major version ("10.11", "11.4"; MySQL "8.0", "8.4"), never a minor: RDS creates the
+    # instance at that major's default minor and, with auto minor upgrades on, keeps it current,
+    # while a pinned minor ("10.11.19") breaks fresh deploys once RDS retires it.
+    engine_version: str
     instance_type: str  # e.g. "t4g.micro"
     allocated_storage_gb: int
     max_allocated_storage_gb: int  # storage autoscaling ceiling
@@ -43,16 +69,38 @@ class DatabaseSettings:
     rotation_days: int
     vpc_cidr: str
     max_azs: int
-    interface_endpoints: tuple[str, ...]  # service names, e.g. ("secretsmanager", "logs", ...)
+    interface_endpoints: tuple[str, ...]  # service names, e.g. ("secretsmanager",)
     log_retention_days: int
+    # Zones by name, e.g. ("eu-west-1a", "eu-west-1b"): every interface endpoint service must be
+    # offered in each. Empty: the region's first `max_azs` zones (CloudFormation Fn::GetAZs).
+    availability_zones: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine '{self.engine}' is not one of {', '.join(ENGINES)}")
+        if not re.fullmatch(r"\d+\.\d+", self.engine_version):
+            raise ValueError(
+                f"engine_version '{self.engine_version}' is not a major version such as "
+                "'10.11': RDS retires minor versions, so a pinned minor stops fresh deploys; "
+                "the instance takes the major's default minor and upgrades minors itself"
+            )
         if self.max_allocated_storage_gb < self.allocated_storage_gb:
             raise ValueError("max_allocated_storage_gb is below allocated_storage_gb")
         if self.max_azs < 2:
             raise ValueError("max_azs must be at least 2: an RDS subnet group spans two zones")
+        zones = self.availability_zones
+        if zones and (len(zones) < 2 or len(set(zones)) != len(zones) or not all(zones)):
+            raise ValueError(
+                "availability_zones must name at least two different zones (an RDS subnet group "
+                "spans two), or be empty"
+            )
+        prefix = self.name_prefix.lower()
+        if not _IDENTIFIER.match(prefix) or len(prefix) + _IDENTIFIER_SUFFIX > 63:
+            raise ValueError(
+                f"name_prefix '{self.name_prefix}' cannot start an RDS instance identifier: "
+                f"letters, digits and single hyphens, a letter first, at most "
+                f"{63 - _IDENTIFIER_SUFFIX} characters"
+            )
 
 
 def removal_policy(name: str) -> RemovalPolicy:
@@ -90,6 +138,15 @@ _RETENTION = {
 }
 
 
+def stack_id_suffix(scope: Construct) -> str:
+    """The first 8 hex digits of the id of `scope`'s stack (the UUID at the end of
+    AWS::StackId), as a token: stable across updates of the stack, new for every stack created,
+    so a physical name ending with it never meets a resource a deleted earlier stack retained."""
+    Stack.of(scope)  # a pseudo parameter means the stack it is used in: check there is one
+    stack_uuid = Fn.select(2, Fn.split("/", Aws.STACK_ID))
+    return Fn.select(0, Fn.split("-", stack_uuid))
+
+
 def log_retention(days: int) -> logs.RetentionDays:
     """The CloudWatch Logs retention for a number of days (it accepts only some values)."""
     if days not in _RETENTION:
@@ -101,7 +158,8 @@ def log_retention(days: int) -> logs.RetentionDays:
 
 class Database(Construct):
     """Exposes `vpc`, `instance`, `secret`, `glue_connection`, `job_security_group`,
-    `lambda_security_group`, `database_name` (interfaces 7)."""
+    `lambda_security_group`, `database_name` (interfaces 7), plus `endpoints` and
+    `instance_identifier` (a token: see `instance_identifier()`)."""
 
     def __init__(self, scope: Construct, id: str, *, settings: DatabaseSettings) -> None:
         super().__init__(scope, id)
@@ -115,11 +173,17 @@ class Database(Construct):
         )
 
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=retention, removal_policy=log_policy)
+        # CDK accepts either explicit zones or a count, not both.
+        zones = (
+            {"availability_zones": list(settings.availability_zones)}
+            if settings.availability_zones
+            else {"max_azs": settings.max_azs}
+        )
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(settings.vpc_cidr),
-            max_azs=settings.max_azs,
+            **zones,
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
@@ -203,19 +267,22 @@ class Database(Construct):
                 client, ec2.Port.tcp(settings.port), f"database from {what}"
             )
 
-        instance_identifier = f"{settings.name_prefix}-db"
-        # Created before the instance so the exported logs get our retention, not "never expire".
+        self.instance_identifier = instance_identifier(self, settings)
+        # Created before the instance so the exported logs get our retention, not "never expire":
+        # RDS exports to /aws/rds/instance/<identifier>/<log type> (docs.aws.amazon.com/AmazonRDS/
+        # latest/UserGuide/USER_LogAccess.MariaDB.PublishtoCloudWatchLogs.html), hence an
+        # identifier known before the instance exists.
         error_log = logs.LogGroup(
             self,
             "ErrorLog",
-            log_group_name=f"/aws/rds/instance/{instance_identifier}/error",
+            log_group_name=f"/aws/rds/instance/{self.instance_identifier}/error",
             retention=retention,
             removal_policy=log_policy,
         )
         self.instance = rds.DatabaseInstance(
             self,
             "Instance",
-            instance_identifier=instance_identifier,
+            instance_identifier=self.instance_identifier,
             engine=_engine(settings.engine, settings.engine_version),
             instance_type=ec2.InstanceType(settings.instance_type),
             vpc=self.vpc,
@@ -224,10 +291,10 @@ class Database(Construct):
             publicly_accessible=False,
             port=settings.port,
             database_name=settings.database_name,
-            credentials=rds.Credentials.from_generated_secret(
-                settings.admin_username,
-                secret_name=f"{settings.name_prefix}/database/admin",
-            ),
+            # No secret name: a deleted secret keeps its name for a recovery window of at least
+            # seven days (Secrets Manager User Guide, "Delete an AWS Secrets Manager secret") and
+            # a retained one keeps it for good, so a fixed name would fail the next deploy.
+            credentials=rds.Credentials.from_generated_secret(settings.admin_username),
             storage_encrypted=True,
             storage_type=rds.StorageType.GP3,
             allocated_storage=settings.allocated_storage_gb,
@@ -257,6 +324,8 @@ class Database(Construct):
             "Rotation",
             automatically_after=Duration.days(settings.rotation_days),
             hosted_rotation=rotation(
+                # Named so people find it; a function is replaced only when its name changes
+                # (FunctionName is create-only) and is deleted with the stack.
                 function_name=f"{settings.name_prefix}-db-rotation",
                 vpc=self.vpc,
                 vpc_subnets=isolated,
@@ -272,6 +341,8 @@ class Database(Construct):
             "GlueConnection",
             catalog_id=Stack.of(self).account,
             connection_input=glue.CfnConnection.ConnectionInputProperty(
+                # Glue requires a name; only a new name (or catalog) replaces a connection, the
+                # rest updates in place, and it is deleted with the stack.
                 name=f"{settings.name_prefix}-vpc",
                 description="Places ChurnOps Glue jobs in the isolated subnets, next to the database",
                 connection_type="NETWORK",
@@ -285,11 +356,18 @@ class Database(Construct):
 
         acknowledged = [
             Acknowledgment(
+                id="CloudFormation-Validate::E9006",
+                reason="The engine version is a major version on purpose (DatabaseSettings."
+                "engine_version): RDS takes a major and creates the instance at its default "
+                "minor (CDK's own MariaDbEngineVersion.VER_10_11 is '10.11', 'only a major "
+                "version'); the validator's list holds only minors, which RDS retires.",
+            ),
+            Acknowledgment(
                 id="AwsSolutions::AwsSolutions-RDS11",
                 reason="The instance is reachable only from three security groups inside "
                 "isolated subnets with no route to the internet; a non-default port would add "
                 "no protection there and would surprise MySQL tooling.",
-            )
+            ),
         ]
         if not settings.multi_az:
             acknowledged.append(
@@ -308,12 +386,32 @@ class Database(Construct):
                 )
             )
         Validations.of(self.instance).acknowledge(*acknowledged)
+        # cfn-lint checks the same list of minors (E3691); the same reason holds (see the
+        # CloudFormation-Validate::E9006 acknowledgement above), for this one property's rule.
+        cfn_instance = self.instance.node.default_child
+        assert isinstance(cfn_instance, rds.CfnDBInstance)
+        cfn_instance.add_metadata("cfn-lint", {"config": {"ignore_checks": ["E3691"]}})
 
 
-def _engine(engine: str, version: str) -> rds.IInstanceEngine:
-    major = ".".join(version.split(".")[:2])
+# The settings whose change replaces the instance (DBName, MasterUsername and, through a new VPC,
+# DBSubnetGroupName are create-only properties of AWS::RDS::DBInstance; another engine cannot be
+# converted to in place). The identifier is create-only too, so a fixed one would make
+# CloudFormation refuse such a change ("cannot update a stack when a custom-named resource
+# requires replacing"); with these in the name the replacement gets a new one.
+_REPLACING_SETTINGS = ("engine", "database_name", "admin_username", "vpc_cidr")
+
+
+def instance_identifier(scope: Construct, settings: DatabaseSettings) -> str:
+    """`<prefix>-db-<digest of the replacing settings>-<stack id suffix>` (a token)."""
+    replacing = {name: getattr(settings, name) for name in _REPLACING_SETTINGS}
+    digest = hashlib.sha256(json.dumps(replacing, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{settings.name_prefix.lower()}-db-{digest}-{stack_id_suffix(scope)}"
+
+
+def _engine(engine: str, major: str) -> rds.IInstanceEngine:
+    # The major as the full version, as CDK's own MariaDbEngineVersion.VER_10_11 does.
     if engine == "mariadb":
         return rds.DatabaseInstanceEngine.maria_db(
-            version=rds.MariaDbEngineVersion.of(version, major)
+            version=rds.MariaDbEngineVersion.of(major, major)
         )
-    return rds.DatabaseInstanceEngine.mysql(version=rds.MysqlEngineVersion.of(version, major))
+    return rds.DatabaseInstanceEngine.mysql(version=rds.MysqlEngineVersion.of(major, major))

@@ -252,7 +252,7 @@ class Ingestion(Construct):
                 )
             ],
         )
-        self._acknowledge_nag_findings(raw_bucket, glue_job.glue_logs)
+        self._acknowledge_nag_findings(raw_bucket)
 
     @staticmethod
     def event_pattern(bucket_name: str, settings: IngestionSettings) -> events.EventPattern:
@@ -270,19 +270,11 @@ class Ingestion(Construct):
             },
         )
 
-    def _acknowledge_nag_findings(self, raw_bucket: s3.IBucket, glue_logs: str) -> None:
+    def _acknowledge_nag_findings(self, raw_bucket: s3.IBucket) -> None:
+        """The findings of grants made here; the job role's VPC, logs and metrics grants are
+        acknowledged where they are made (stacks.flows.vpc_glue_job), its S3 prefixes by the
+        stacks.storage grant helpers."""
         stack = Stack.of(self)
-        Validations.of(self.job_role).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-                reason="Glue in a VPC: CreateNetworkInterface and ec2:Describe* have no "
-                "resource-level permissions.",
-            ),
-            Acknowledgment(
-                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{_nag_text(stack.resolve(glue_logs))}]",
-                reason="Glue names its log groups and streams under /aws-glue/ at run time.",
-            ),
-        )
         raw_resource = raw_bucket.node.default_child
         raw_arn = (
             f"<{stack.resolve(raw_resource.logical_id)}.Arn>"
@@ -306,20 +298,3 @@ class Ingestion(Construct):
                 reason="This queue is itself the dead-letter queue of the upload rule's target.",
             )
         )
-
-
-def _nag_text(value: object) -> str:
-    """A resolved CloudFormation value the way cdk-nag prints it in a finding id:
-    Ref -> <Id>, Fn::GetAtt -> <Id.Attr>, Fn::Join -> the parts concatenated."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return f"<{value['Ref']}>"
-        if "Fn::GetAtt" in value:
-            logical, attribute = value["Fn::GetAtt"]
-            return f"<{logical}.{attribute}>"
-        if "Fn::Join" in value:
-            separator, parts = value["Fn::Join"]
-            return separator.join(_nag_text(p) for p in parts)
-    raise ValueError(f"cannot render {value!r} as a cdk-nag resource")

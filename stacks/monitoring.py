@@ -4,11 +4,22 @@ Alarms: API 5xx and p99 latency; errors and throttles of every function; Glue jo
 Glue run starts from a state machine's `.sync` task, so Step Functions' per-integration
 `ServiceIntegrationsFailed` metric counts them; an EventBridge rule on Glue's own job state
 changes also sends each failed run to the topic with its job name); failed and timed-out
-executions of each state machine; and drift (`ChurnOps/MaxFeaturePSI`, published by the retrain
-flow's drift step) above the threshold.
+executions of each state machine; and two drift alarms above the PSI threshold:
+- `live-drift` on `ChurnOps/LiveMaxFeaturePSI`: the customers the serving function scored, window
+  by window, against the serving champion's reference (churnops/serving/app.py `LiveDriftWindow`).
+- `snapshot-drift` on `ChurnOps/SnapshotMaxFeaturePSI`: the retrain flow's own drift step, the
+  customer table at the start of a retrain against the champion's reference.
 
-Rules: the drift alarm going into ALARM starts the retrain state machine; a `ChampionPromoted`
-event from the registry is forwarded to the alert topic.
+Rules: the live drift alarm going into ALARM starts the retrain state machine; a
+`ChampionPromoted` event from the registry is forwarded to the alert topic.
+
+Only the live alarm may start a retrain, and nothing a retrain publishes feeds it. Were the
+retrain's own drift metric to start retrains, every retrain that found drift would start a
+second one that finds the same drift, and the runs would race on the champion pointer. The
+snapshot alarm therefore only alerts. Live drift ends the way drift should end: a
+promoted champion brings a reference trained on the new customers, serving measures against it,
+and the alarm returns to OK; a rejected challenger leaves the alarm in ALARM, which starts
+nothing more (a rule fires on the transition, not on every evaluation).
 """
 
 from __future__ import annotations
@@ -27,10 +38,16 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from churnops.drift import SNAPSHOT_DRIFT_METRIC
 from churnops.retrain.promote import EVENT_PROMOTED, EVENT_SOURCE
+from churnops.serving.app import LIVE_DRIFT_METRIC
 
 METRICS_NAMESPACE = "ChurnOps"  # POWERTOOLS_METRICS_NAMESPACE of every function (interfaces 5)
-DRIFT_METRIC = "MaxFeaturePSI"  # churnops/retrain/drift.py publishes it without dimensions
+# The serving handler publishes through Powertools Metrics, which adds the dimension `service`
+# (the function's POWERTOOLS_SERVICE_NAME, set in stacks/serving.py) to every datapoint, and an
+# alarm only sees a metric under its exact dimensions. tests/infra/test_monitoring.py checks this
+# against the serving function's environment.
+SERVING_METRICS_SERVICE = "serving"
 GLUE_SYNC_INTEGRATION = "arn:{partition}:states:::glue:startJobRun.sync"
 
 
@@ -45,13 +62,16 @@ class MonitoringSettings:
     state_machine_failure_threshold: int
     glue_failure_threshold: int
     drift_psi_threshold: float  # 0.2 is the usual "significant shift" line for PSI
-    drift_period_hours: int  # the retrain flow publishes once per run, so a long period
-    drift_starts_retrain: bool
+    # Live drift is judged on a period's median window and the retrain publishes once per run:
+    # a long period in both cases.
+    drift_period_hours: int
+    drift_starts_retrain: bool  # whether the live drift alarm starts the retrain state machine
 
 
 class Monitoring(Construct):
-    """Exposes `alarms` (name -> Alarm), `drift_alarm`, `drift_rule`, `promotion_rule`,
-    `glue_failure_rule`, `dashboard`."""
+    """Exposes `alarms` (name -> Alarm), `drift_alarm` (live drift, the one that starts a
+    retrain), `snapshot_drift_alarm`, `drift_rule`, `promotion_rule`, `glue_failure_rule`,
+    `dashboard`."""
 
     def __init__(
         self,
@@ -178,35 +198,68 @@ class Monitoring(Construct):
             ],
         )
 
-        drift = cloudwatch.Metric(
+        drift_period = Duration.hours(settings.drift_period_hours)
+        # The median window of the period, not its maximum: one batch request for a hand-picked
+        # segment (say, only month-to-month customers) fills a window that differs from the
+        # reference without the customer base having moved.
+        live_drift = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
-            metric_name=DRIFT_METRIC,
-            period=Duration.hours(settings.drift_period_hours),
+            metric_name=LIVE_DRIFT_METRIC,
+            dimensions_map={"service": SERVING_METRICS_SERVICE},
+            period=drift_period,
+            statistic="p50",
+        )
+        snapshot_drift = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=SNAPSHOT_DRIFT_METRIC,
+            period=drift_period,
             statistic="Maximum",
         )
-        self.drift_alarm = cloudwatch.Alarm(
-            self,
-            "DriftAlarm",
-            alarm_name=f"{settings.name_prefix}-drift",
-            alarm_description=(
-                f"The largest feature PSI of the latest data against the champion's reference "
-                f"exceeded {settings.drift_psi_threshold}"
-            ),
-            metric=drift,
-            threshold=settings.drift_psi_threshold,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.drift_alarm.add_alarm_action(alert)
-        self.alarms["drift"] = self.drift_alarm
 
-        # The drift alarm's own transition into ALARM starts a retrain: one run per transition,
-        # not one per evaluation, because the alarm changes state once until drift subsides.
+        def drift_alarm(
+            name: str, construct_id: str, metric: cloudwatch.IMetric, description: str
+        ) -> cloudwatch.Alarm:
+            created = cloudwatch.Alarm(
+                self,
+                construct_id,
+                alarm_name=f"{settings.name_prefix}-{name}",
+                alarm_description=description,
+                metric=metric,
+                threshold=settings.drift_psi_threshold,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            created.add_alarm_action(alert)
+            self.alarms[name] = created
+            return created
+
+        self.drift_alarm = drift_alarm(
+            "live-drift",
+            "DriftAlarm",
+            live_drift,
+            f"The customers scored by the API drifted from the serving champion's training data "
+            f"(median window's largest feature PSI above {settings.drift_psi_threshold}); "
+            "starts a retrain",
+        )
+        # Alert only, never a retrain: this metric comes from inside a retrain (module docstring).
+        self.snapshot_drift_alarm = drift_alarm(
+            "snapshot-drift",
+            "SnapshotDriftAlarm",
+            snapshot_drift,
+            f"A retrain found its snapshot of the customer table drifted from the champion's "
+            f"reference (largest feature PSI above {settings.drift_psi_threshold}); that "
+            "retrain is the response, so this alarm starts nothing",
+        )
+
+        # The live drift alarm's own transition into ALARM starts a retrain: one run per
+        # transition, not one per evaluation, because the alarm changes state once until drift
+        # subsides. Its metric is published by the serving function only, so no retrain can
+        # start another through this rule.
         self.drift_rule = events.Rule(
             self,
             "DriftStartsRetrain",
-            description="Drift alarm went into ALARM: start the retrain state machine",
+            description="Live drift alarm went into ALARM: start the retrain state machine",
             enabled=settings.drift_starts_retrain,
             event_pattern=events.EventPattern(
                 source=["aws.cloudwatch"],
@@ -246,7 +299,13 @@ class Monitoring(Construct):
         )
 
         self.dashboard = self._dashboard(
-            api, api_5xx, api_p99, functions, state_machines, glue_failures, drift
+            api,
+            api_5xx,
+            api_p99,
+            functions,
+            state_machines,
+            glue_failures,
+            [live_drift, snapshot_drift],
         )
 
     def _dashboard(
@@ -257,7 +316,7 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.IFunction],
         state_machines: Mapping[str, sfn.IStateMachine],
         glue_failures: cloudwatch.IMetric,
-        drift: cloudwatch.IMetric,
+        drift: list[cloudwatch.IMetric],
     ) -> cloudwatch.Dashboard:
         period = Duration.minutes(self.settings.period_minutes)
         dashboard = cloudwatch.Dashboard(
@@ -317,8 +376,8 @@ class Monitoring(Construct):
         )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Drift: largest feature PSI",
-                left=[drift],
+                title="Drift: largest feature PSI (live traffic starts a retrain)",
+                left=drift,
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(
                         value=self.settings.drift_psi_threshold, label="alarm threshold"

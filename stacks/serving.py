@@ -3,7 +3,13 @@
 API Gateway checks what it can before the function runs: an API key tied to a usage plan
 (throttle and daily quota), stage throttling, and the request body against a model generated
 from the data contract (`Contract.customer_json_schema()`), so a malformed request costs no
-Lambda invocation. The function still validates everything itself (the local twin has no API
+Lambda invocation. An API key is not authentication: it identifies a client for its usage plan,
+and AWS says not to rely on keys as the only means of authentication and authorization
+(docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-api-usage-plans.html, "Best
+practices for API keys and usage plans"). `serving.authorization=iam` makes every method
+AWS_IAM: callers sign requests with SigV4 and need execute-api:Invoke on the method
+(docs.aws.amazon.com/apigateway/latest/developerguide/
+api-gateway-control-access-using-iam-policies-to-invoke-api.html), and still send the key. The function still validates everything itself (the local twin has no API
 Gateway, and its answers name every offending field). The OpenAPI document is served by the
 function at `GET /openapi.json`; `aws apigateway get-export` returns API Gateway's own view.
 """
@@ -16,7 +22,6 @@ from typing import Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -26,12 +31,11 @@ from constructs import Construct
 
 from churnops.contract import get_contract
 from churnops.serving.validation import BATCH_KEY
-from stacks.assets import REPO_ROOT
 from stacks.database import log_retention
+from stacks.images import LAMBDA_ARCHITECTURE, SERVING_IMAGE
 from stacks.storage import REGISTRY_PREFIX
 
 HANDLER = "lambdas.serving.handler.handler"  # the image's CMD (interfaces 5)
-DOCKERFILE = "containers/serving/Dockerfile"
 AUTHORIZATION = ("api_key", "iam")
 
 
@@ -48,7 +52,9 @@ class ServingSettings:
     throttle_rate_limit: float  # requests per second, stage-wide and per API key
     throttle_burst_limit: int
     quota_per_day: int  # requests per API key per day
-    authorization: str  # "api_key" (key + usage plan) or "iam" (SigV4 as well as the key)
+    # "api_key" (key + usage plan: identification and throttling, not authentication) or "iam"
+    # (SigV4-signed requests from principals allowed execute-api:Invoke, as well as the key)
+    authorization: str
     tracing: bool  # X-Ray on the function and the stage
     waf_enabled: bool
     log_retention_days: int
@@ -99,12 +105,8 @@ class Serving(Construct):
             self,
             "Function",
             description="ChurnOps: churn probability for customers, from the champion model",
-            code=lambda_.DockerImageCode.from_image_asset(
-                str(REPO_ROOT),
-                file=DOCKERFILE,
-                platform=ecr_assets.Platform.LINUX_AMD64,
-            ),
-            architecture=lambda_.Architecture.X86_64,
+            code=SERVING_IMAGE.code(),
+            architecture=LAMBDA_ARCHITECTURE,
             role=self.role,
             log_group=function_logs,
             logging_format=lambda_.LoggingFormat.JSON,
@@ -132,9 +134,13 @@ class Serving(Construct):
             rest_api_name=f"{settings.name_prefix}-api",
             description="ChurnOps churn scoring",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            # Execution logs (ERROR level) need the account-level CloudWatch role.
+            # Execution logs (ERROR level) need the account-level CloudWatch role. That setting is
+            # one per account and region, shared by every REST API there, and survives stack
+            # deletion (AWS::ApiGateway::Account reference: "API Gateway can still assume the
+            # provided IAM role" after the stack is deleted), so the role is retained in every
+            # environment: deleting it would break execution logging of other APIs in the account.
             cloud_watch_role=True,
-            cloud_watch_role_removal_policy=log_policy,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigw.StageOptions(
                 stage_name=settings.stage_name,
                 throttling_rate_limit=settings.throttle_rate_limit,
@@ -222,14 +228,26 @@ class Serving(Construct):
         ]
         if settings.authorization == "api_key":
             reason = (
-                "Machine-to-machine scoring API: every method requires an API key bound to a "
-                "usage plan (throttle + quota) and the body is validated against the contract; "
-                "there are no end users to sign in. Context serving.authorization=iam adds SigV4."
+                "Accepted risk, not a control: with serving.authorization=api_key the methods have "
+                "NO authentication. The API key only identifies a client for its usage plan "
+                "(throttle + quota); anyone holding it can call the API, and AWS advises against "
+                "relying on API keys for authentication. Set serving.authorization=iam to require "
+                "SigV4-signed requests from IAM principals allowed execute-api:Invoke."
             )
             acknowledged += [
                 Acknowledgment(id="AwsSolutions::AwsSolutions-APIG4", reason=reason),
                 Acknowledgment(id="AwsSolutions::AwsSolutions-COG4", reason=reason),
             ]
+        else:  # "iam": APIG4 is satisfied by AWS_IAM; COG4 asks for Cognito specifically
+            acknowledged.append(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-COG4",
+                    reason="Every method uses AWS_IAM authorization (serving.authorization=iam): "
+                    "callers are services that sign requests with SigV4 and need "
+                    "execute-api:Invoke; a Cognito user pool would add sign-in for end users, "
+                    "and this API has none.",
+                )
+            )
         if not settings.waf_enabled:
             acknowledged.append(
                 Acknowledgment(

@@ -77,13 +77,9 @@ class Storage(Construct):
                 )
             ],
         )
-        Validations.of(self.access_log_bucket).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-S1",
-                reason="This is the server-access-log target of the other buckets; logging it "
-                "into itself would log its own log deliveries without end.",
-            )
-        )
+        # It logs nowhere itself (into itself would log its own deliveries without end); cdk-nag's
+        # S1 already counts a bucket other buckets log into as compliant, so there is no finding
+        # to acknowledge (tests/infra/test_acknowledgements.py fails on one that matches nothing).
 
         def logged_bucket(name: str, **kwargs: object) -> s3.Bucket:
             return bucket(

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, TimeZone, Validations
 from aws_cdk import aws_ec2 as ec2
@@ -42,36 +41,29 @@ from constructs import Construct
 from churnops.retrain.settings import GateSettings
 from stacks.database import log_retention
 from stacks.flows import GLUE_START_ERRORS, failure_alert, logged_state_machine, vpc_glue_job
+from stacks.images import LAMBDA_ARCHITECTURE, TRAINING_IMAGE
 
 if TYPE_CHECKING:
     from stacks.database import Database
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = "containers/training/Dockerfile"
 HANDLER_MODULE = "lambdas.retrain.handlers"
 REGISTRY_PREFIX = "models"
 SNAPSHOT_PREFIX = "snapshots"
 PREDICTION_PREFIX = "predictions"
 BATCH_SCORE_SCRIPT = "batch_score.py"
-# Only what the image needs goes into the Docker build context (the repo root holds .venv,
-# node_modules and data that would make every synth hash gigabytes).
-IMAGE_CONTEXT_EXCLUDE = [
-    "*",
-    "!churnops",
-    "!lambdas",
-    "!containers/training",
-    "**/__pycache__",
-    "**/*.pyc",
-]
-# Errors worth a second attempt: connections and throttling, never a domain error.
+# Errors worth a second attempt: the database or an AWS endpoint out of reach, never a domain
+# error. A Lambda step's error name is its exception's class name, so these are classes the
+# steps really raise: churnops.database.connect turns pymysql's connection failures into
+# DatabaseUnavailableError (pymysql's own classes never escape it), and botocore's endpoint
+# errors propagate as themselves (AWS throttling is retried inside boto3, and would surface as
+# ClientError). Lambda's own transient failures (Lambda.ServiceException, ...) are retried by
+# `retry_on_service_exceptions`; a function timeout or out-of-memory end arrives as
+# Lambda.Unknown (Step Functions best practices) and is not retried: it would only recur.
 TRANSIENT_ERRORS = [
-    "States.Timeout",
-    "OperationalError",
-    "InterfaceError",
+    "DatabaseUnavailableError",
     "EndpointConnectionError",
     "ConnectTimeoutError",
     "ReadTimeoutError",
-    "ThrottlingException",
 ]
 _SCHEDULE = re.compile(r"^(cron|rate|at)\(.+\)$")
 
@@ -175,22 +167,19 @@ class Retrain(Construct):
             env = dict(common_env)
             if in_vpc:
                 env["DB_SECRET_ARN"] = database.secret.secret_arn
+                # The instance secret CDK generates has no dbname: the function is told it.
+                env["DB_NAME"] = database.database_name
             fn = lambda_.DockerImageFunction(
                 self,
                 f"{step.capitalize()}Function",
                 description=f"ChurnOps retrain step: {step}",
-                code=lambda_.DockerImageCode.from_image_asset(
-                    directory=str(REPO_ROOT),
-                    file=DOCKERFILE,
-                    cmd=[f"{HANDLER_MODULE}.{step}"],
-                    exclude=IMAGE_CONTEXT_EXCLUDE,
-                ),
+                code=TRAINING_IMAGE.code(cmd=[f"{HANDLER_MODULE}.{step}"]),
                 memory_size=settings.function_memory_mb,
                 timeout=Duration.seconds(settings.function_timeout_seconds),
                 environment=env,
                 role=role,
                 log_group=log_group,
-                architecture=lambda_.Architecture.X86_64,
+                architecture=LAMBDA_ARCHITECTURE,
                 vpc=database.vpc if in_vpc else None,
                 vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
                 if in_vpc
@@ -202,25 +191,37 @@ class Retrain(Construct):
 
         snapshot_objects = curated_bucket.arn_for_objects(f"{SNAPSHOT_PREFIX}/*")
         registry_objects = registry_bucket.arn_for_objects(f"{REGISTRY_PREFIX}/*")
+        # Every wildcard a role is granted is acknowledged on that role alone, with its reason,
+        # as it is granted (tests/infra/test_acknowledgements.py: no role acknowledges a grant it
+        # lacks).
+        self._wildcards = _Wildcards()
+        grant = self._wildcards.grant
 
         def read_snapshots(step: str) -> None:
-            _allow(self.roles[step], ["s3:GetObject"], [snapshot_objects])
+            grant(self.roles[step], ["s3:GetObject"], [snapshot_objects], _RUN_TIME_KEYS)
 
         def write_snapshots(step: str) -> None:
-            _allow(self.roles[step], ["s3:PutObject"], [snapshot_objects])
+            grant(self.roles[step], ["s3:PutObject"], [snapshot_objects], _RUN_TIME_KEYS)
 
         def read_registry(step: str) -> None:
-            _allow(self.roles[step], ["s3:GetObject"], [registry_objects])
+            grant(self.roles[step], ["s3:GetObject"], [registry_objects], _RUN_TIME_KEYS)
             _list_prefix(self.roles[step], registry_bucket, REGISTRY_PREFIX)
 
         def write_registry(step: str) -> None:
             # PutObject covers the conditional writes (If-None-Match / If-Match) the registry
             # uses; nothing here can delete or overwrite unconditionally.
-            _allow(self.roles[step], ["s3:PutObject"], [registry_objects])
+            grant(self.roles[step], ["s3:PutObject"], [registry_objects], _RUN_TIME_KEYS)
 
         database.secret.grant_read(self.roles["snapshot"])
         write_snapshots("snapshot")
-        _allow_vpc_enis(self.roles["snapshot"])
+        grant(
+            self.roles["snapshot"],
+            list(_VPC_FUNCTION_ENI_ACTIONS),
+            ["*"],
+            "A VPC function's network interfaces: CreateNetworkInterface and "
+            "DescribeNetworkInterfaces have no resource-level permissions; these are the actions "
+            "AWS's AWSLambdaVPCAccessExecutionRole grants on * for the same purpose.",
+        )
         for step in ("drift", "train", "evaluate"):
             read_snapshots(step)
             read_registry(step)
@@ -230,17 +231,20 @@ class Retrain(Construct):
             write_registry(step)
         for step in ("promote", "reject"):
             read_registry(step)
-        self.roles["drift"].add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],  # PutMetricData has no resource type; the namespace is pinned
-                conditions={"StringEquals": {"cloudwatch:namespace": "ChurnOps"}},
-            )
+        grant(
+            self.roles["drift"],
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            "cloudwatch:PutMetricData has no resource type; a condition pins the ChurnOps "
+            "namespace.",
+            conditions={"StringEquals": {"cloudwatch:namespace": "ChurnOps"}},
         )
         default_bus = (
             f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default"
         )
-        _allow(self.roles["promote"], ["events:PutEvents"], [default_bus])
+        self.roles["promote"].add_to_principal_policy(
+            iam.PolicyStatement(actions=["events:PutEvents"], resources=[default_bus])
+        )
 
         # ---- batch scoring Glue job ---------------------------------------------------------
         # onnxruntime, PyMySQL, ...: what Glue 5.0 lacks, as a zip of wheels built at synth from
@@ -269,11 +273,11 @@ class Retrain(Construct):
         )
         self.batch_score_job = batch_score_job.job
         self.job_role = job_role = batch_score_job.role
-        _allow(job_role, ["s3:GetObject"], [snapshot_objects, registry_objects])
+        grant(job_role, ["s3:GetObject"], [snapshot_objects, registry_objects], _RUN_TIME_KEYS)
         _list_prefix(job_role, registry_bucket, REGISTRY_PREFIX)
         predictions = curated_bucket.arn_for_objects(f"{PREDICTION_PREFIX}/*")
         # Delete: a re-run for the same day replaces that day's partition files.
-        _allow(job_role, ["s3:PutObject", "s3:DeleteObject"], [predictions])
+        grant(job_role, ["s3:PutObject", "s3:DeleteObject"], [predictions], _RUN_TIME_KEYS)
         _list_prefix(job_role, curated_bucket, PREDICTION_PREFIX)
 
         # ---- state machine ------------------------------------------------------------------
@@ -371,41 +375,11 @@ class Retrain(Construct):
             ),
             enabled=settings.schedule_enabled,
         )
-        self._acknowledge_nag_findings(
-            snapshot_objects, registry_objects, predictions, batch_score_job.glue_logs
-        )
+        self._wildcards.acknowledge()
+        self._acknowledge_state_machine_findings()
 
-    def _acknowledge_nag_findings(self, *object_patterns: str) -> None:
-        """cdk-nag AwsSolutions-IAM5 flags every wildcard; each one here is acknowledged by its
-        exact finding id, with the reason it is as narrow as AWS allows."""
+    def _acknowledge_state_machine_findings(self) -> None:
         stack = Stack.of(self)
-        prefixes = [_nag_resource(stack.resolve(p)) for p in object_patterns]
-        prefix_reason = (
-            "Objects under one prefix (models/, snapshots/, predictions/ or Glue's /aws-glue/ "
-            "log groups): the keys are version, run and partition ids created at run time."
-        )
-        star_reasons = {
-            "snapshot": "Elastic network interfaces of a VPC function: CreateNetworkInterface "
-            "and Describe* have no resource-level permissions.",
-            "drift": "cloudwatch:PutMetricData has no resource type; a condition pins the "
-            "ChurnOps namespace.",
-        }
-        for step, role in self.roles.items():
-            acks = [("AwsSolutions-IAM5[Resource::" + p + "]", prefix_reason) for p in prefixes]
-            if step in star_reasons:
-                acks.append(("AwsSolutions-IAM5[Resource::*]", star_reasons[step]))
-            _acknowledge(role, acks)
-        _acknowledge(
-            self.job_role,
-            [("AwsSolutions-IAM5[Resource::" + p + "]", prefix_reason) for p in prefixes]
-            + [
-                (
-                    "AwsSolutions-IAM5[Resource::*]",
-                    "Glue in a VPC: CreateNetworkInterface and ec2:Describe* have no "
-                    "resource-level permissions.",
-                )
-            ],
-        )
         invoke_reason = (
             "CDK's Lambda invoke grant also covers the function's versions and aliases "
             "(<function arn>:*), which Step Functions may call."
@@ -454,8 +428,48 @@ def _nag_resource(value: object) -> str:
     raise ValueError(f"cannot render {value!r} as a cdk-nag resource")
 
 
-def _allow(role: iam.IRole, actions: list[str], resources: list[str]) -> None:
-    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=resources))
+# Why an object-prefix wildcard is as narrow as it can be.
+_RUN_TIME_KEYS = (
+    "Objects under one prefix (models/, snapshots/ or predictions/): the keys are version, run "
+    "and partition ids created at run time."
+)
+_VPC_FUNCTION_ENI_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+
+
+class _Wildcards:
+    """Grants with a wildcard resource, remembered per role so that each role acknowledges
+    exactly the cdk-nag AwsSolutions-IAM5 findings its own grants raise."""
+
+    def __init__(self) -> None:
+        self._by_role: dict[str, tuple[iam.IRole, dict[str, str]]] = {}
+
+    def grant(
+        self,
+        role: iam.IRole,
+        actions: list[str],
+        resources: list[str],
+        reason: str,
+        conditions: dict[str, Any] | None = None,
+    ) -> None:
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
+        )
+        stack = Stack.of(role)
+        findings = self._by_role.setdefault(role.node.path, (role, {}))[1]
+        for resource in resources:
+            rendered = _nag_resource(stack.resolve(resource))
+            if "*" in rendered:
+                findings[f"AwsSolutions-IAM5[Resource::{rendered}]"] = reason
+
+    def acknowledge(self) -> None:
+        for role, findings in self._by_role.values():
+            _acknowledge(role, sorted(findings.items()))
 
 
 def _list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str) -> None:
@@ -467,15 +481,3 @@ def _list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str) -> None:
             conditions={"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}},
         )
     )
-
-
-def _allow_vpc_enis(role: iam.IRole) -> None:
-    """A VPC function's network interfaces (no resource-level permissions)."""
-    actions = [
-        "ec2:CreateNetworkInterface",
-        "ec2:DescribeNetworkInterfaces",
-        "ec2:DeleteNetworkInterface",
-        "ec2:AssignPrivateIpAddresses",
-        "ec2:UnassignPrivateIpAddresses",
-    ]
-    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=["*"]))

@@ -3,10 +3,12 @@ on a laptop that lacks them, and fail the run when CHURNOPS_REQUIRE_SERVICES=1 (
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,67 @@ def spark():  # type: ignore[no-untyped-def]
     session = local_spark_session("churnops-tests")
     yield session
     session.stop()
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of Python `version` ("3.12"): on PATH, or one pyenv installed (pyenv's
+    shim refuses a version that is not the selected one, so its versions are looked at too)."""
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [shutil.which(f"python{version}")]
+    candidates += [
+        str(path)
+        for path in sorted(
+            pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), reverse=True
+        )
+    ]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        ran = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        )
+        if ran.returncode == 0 and ran.stdout.strip() == version:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def image_python() -> Callable[[str], Path]:
+    """`image_python(name)`: the interpreter of a virtualenv with the Python of that Lambda image
+    (`stacks.images.IMAGES`) and exactly its requirements, nothing else. Kept in `.venv-images/`
+    by a hash of the requirements, so a second run starts at once."""
+    from stacks.images import IMAGES
+
+    def build(name: str) -> Path:
+        image = IMAGES[name]
+        requirements = REPO / image.requirements
+        python = find_python(image.python_version)
+        need(python is not None, f"Python {image.python_version} (the {name} image's Python)")
+        assert python is not None
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+        venv = REPO / ".venv-images" / f"{name}-py{image.python_version}-{digest}"
+        interpreter = venv / "bin" / "python"
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([python, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [
+                    str(interpreter),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--only-binary=:all:",
+                    "-r",
+                    str(requirements),
+                ],
+                check=True,
+                timeout=900,
+            )
+            (venv / ".complete").write_text(digest)
+        return interpreter
+
+    return build

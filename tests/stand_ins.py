@@ -43,7 +43,12 @@ def stand_in_storage(stack: Stack) -> Storage:
 
 
 def host_constructs(
-    stack: Stack, *, name_prefix: str, topic_name: str, interface_endpoints: tuple[str, ...]
+    stack: Stack,
+    *,
+    name_prefix: str,
+    topic_name: str,
+    interface_endpoints: tuple[str, ...],
+    database_name: str = "churnops",
 ) -> Host:
     """Storage, Alerts (topic `topic_name`) and a small Database (`name_prefix`, with the VPC
     interface endpoints the construct under test needs) in `stack`."""
@@ -59,12 +64,12 @@ def host_constructs(
         settings=DatabaseSettings(
             name_prefix=name_prefix,
             engine="mariadb",
-            engine_version="10.11.19",
+            engine_version="10.11",
             instance_type="t4g.micro",
             allocated_storage_gb=20,
             max_allocated_storage_gb=40,
             port=3306,
-            database_name="churnops",
+            database_name=database_name,
             admin_username="churnops_admin",
             multi_az=False,
             backup_retention_days=7,

@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.set_defaults(func=run_promote)
 
     rollback = action("rollback", "point the champion back at the previous version")
+    rollback.add_argument(
+        "--from-version",
+        default=None,
+        metavar="VERSION",
+        help="roll back only if VERSION is the champion; run again, it changes nothing more "
+        "(without it, a second rollback undoes the first)",
+    )
     rollback.add_argument("--reason", default="manual rollback (churnops registry rollback)")
     rollback.add_argument("--actor", default=None, help="who decides (default: OS user)")
     rollback.set_defaults(func=run_rollback)
@@ -118,7 +125,9 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_rollback(args: argparse.Namespace) -> int:
     registry = _open(args)
-    pointer = registry.rollback(actor=_actor(args), reason=args.reason)
+    pointer = registry.rollback(
+        actor=_actor(args), reason=args.reason, from_version=args.from_version
+    )
     print(json.dumps(pointer, indent=2))
     return 0
 

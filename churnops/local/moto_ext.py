@@ -115,6 +115,19 @@ class TaskRunner:
         self._spark_lock = threading.Lock()
         self._glue_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # Error codes the next StartJobRun calls answer with, one call each (fault injection:
+        # what a burst of uploads meets on AWS, so Retry and Catch are exercised in the twin).
+        self._glue_start_faults: list[str] = []
+
+    def fail_glue_starts(self, error_code: str, times: int = 1) -> None:
+        """The next `times` StartJobRun calls fail with `error_code` (e.g. "ThrottlingException",
+        as the Glue API answers a burst), before moto looks at the job."""
+        with self._pool_lock:
+            self._glue_start_faults.extend([error_code] * times)
+
+    def _next_glue_start_fault(self) -> str | None:
+        with self._pool_lock:
+            return self._glue_start_faults.pop(0) if self._glue_start_faults else None
 
     # -- endpoints -----------------------------------------------------------------------------
     def moto_endpoint(self) -> str:
@@ -301,6 +314,7 @@ def patch_targets() -> list[tuple[Any, str]]:
         (FakeJobRun, "as_dict"),
         (glue_task, "_eval_integration_pattern"),
         (glue_task, "_build_sync_resolver"),
+        (glue_task, "_from_error"),
         (Rule, "send_to_targets"),
         (boto_client, "boto3"),
     ]
@@ -374,6 +388,7 @@ def _replacements() -> dict[str, Callable[[Any], Any]]:
         "as_dict": _patched_job_run_as_dict,
         "_eval_integration_pattern": _patched_glue_integration_pattern,
         "_build_sync_resolver": _patched_glue_sync_resolver,
+        "_from_error": _patched_glue_error_name,
         "send_to_targets": _patched_send_to_targets,
         "boto3": _Boto3AtTwinEndpoint,
     }
@@ -489,8 +504,18 @@ def _set_run_state(run: Any, state: str, error: str | None = None) -> None:
         run.twin_error_message = error
 
 
+def _glue_fault(code: str) -> Exception:
+    from moto.core.exceptions import JsonRESTError
+
+    message = "Rate exceeded" if code == "ThrottlingException" else f"injected {code}"
+    return JsonRESTError(code, message)
+
+
 def _patched_start_job_run(original: Any) -> Any:
     def start_job_run(self: Any, **kwargs: Any) -> str:
+        fault = current_runner()._next_glue_start_fault()
+        if fault is not None:
+            raise _glue_fault(fault)
         run_id = original(self, **kwargs)  # moto's checks: concurrency limit, merged arguments
         run = next(r for r in self.job_runs if r.job_run_id == run_id)
         runner = current_runner()
@@ -594,6 +619,42 @@ def _patched_glue_sync_resolver(original: Any) -> Any:
 
     build.__wrapped__ = original  # type: ignore[attr-defined]
     return build
+
+
+# Glue error codes that Step Functions' Glue integration does not report under their own name:
+# its SDK has no class for them, so they arrive as `Glue.AWSGlueException` with the code in the
+# cause ("Rate exceeded (Service: AWSGlue; Status Code: 400; Error Code: ThrottlingException
+# ..."). moto names every error `Glue.<code>`, which would let a Retry on a name AWS never
+# reports pass in the twin. stacks/flows.py GLUE_START_ERRORS retries what AWS reports.
+SFN_GLUE_UNMODELED_ERRORS = frozenset({"ThrottlingException"})
+SFN_GLUE_GENERIC_ERROR = "Glue.AWSGlueException"
+
+
+def _patched_glue_error_name(original: Any) -> Any:
+    def from_error(self: Any, env: Any, ex: Exception) -> Any:
+        from botocore.exceptions import ClientError
+
+        event = original(self, env, ex)
+        if not isinstance(ex, ClientError):
+            return event
+        code = ex.response["Error"]["Code"]
+        if code not in SFN_GLUE_UNMODELED_ERRORS:
+            return event
+        from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+            CustomErrorName,
+        )
+
+        details = event.event_details["taskFailedEventDetails"]
+        details["error"] = SFN_GLUE_GENERIC_ERROR
+        details["cause"] = (
+            f"{ex.response['Error'].get('Message', '')} (Service: AWSGlue; Status Code: 400; "
+            f"Error Code: {code}; Request ID: {uuid.uuid4()}; Proxy: null)"
+        )
+        event.error_name = CustomErrorName(SFN_GLUE_GENERIC_ERROR)
+        return event
+
+    from_error.__wrapped__ = original  # type: ignore[attr-defined]
+    return from_error
 
 
 def _patched_glue_integration_pattern(original: Any) -> Any:

@@ -374,13 +374,15 @@ class Provisioner:
             username = str(value.get("username", "churnops"))
             password = self.database.grant(username, dbname)
             self.layout.database_name = dbname
+            # What RDS's secret attachment writes for an instance: no `dbname` (the code is
+            # told the database's name, as in AWS), the instance identifier instead.
             return {
                 "username": username,
                 "password": password,
                 "host": self.database.host,
                 "port": self.database.port,
-                "dbname": dbname,
                 "engine": self.database.engine,
+                "dbInstanceIdentifier": instance_id.lower(),
             }
         if generate.get("GenerateStringKey"):
             value[generate["GenerateStringKey"]] = secrets.token_urlsafe(24)

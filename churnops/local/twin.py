@@ -495,7 +495,7 @@ class Twin:
         secret = state["layout"].get("db_secret_arn")
         if not secret:
             return []
-        conn = database.connect(secret)
+        conn = database.connect(secret, database=state["layout"].get("database_name"))
         try:
             return [
                 {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

@@ -3,9 +3,14 @@
 The latest data is the snapshot: the customer table as it stands now (ingestion upserts, so it is
 the current customer base). The reference is what the champion was trained on, as recorded in its
 model card (`reference_stats`). The report is stored next to the snapshot (and later added to the
-challenger's registry version) and published as CloudWatch metrics: `MaxFeaturePSI` without
-dimensions (the drift alarm watches it, and the alarm can start this flow), plus `FeaturePSI` and
-`FeatureMissingShare` per feature and the number of drifted features.
+challenger's registry version) and published as CloudWatch metrics: `SnapshotMaxFeaturePSI`
+without dimensions, plus `FeaturePSI` and `FeatureMissingShare` per feature and the number of
+drifted features.
+
+None of them is the metric whose alarm starts this flow (`LiveMaxFeaturePSI`, from the serving
+function's live traffic; see churnops/drift.py). This step runs inside a retrain: if its own
+finding could start a retrain, every retrain that saw drift would start another, and the two
+would race on the champion pointer. Its alarm only alerts.
 
 Without a champion there is nothing to compare with: the report says so and no metric is sent
 (a missing datapoint is not "no drift").
@@ -22,6 +27,7 @@ import pandas as pd
 
 from churnops import aws
 from churnops.contract import Contract
+from churnops.drift import SNAPSHOT_DRIFT_METRIC
 from churnops.registry import Registry
 from churnops.retrain.snapshot import put_bytes
 
@@ -58,7 +64,7 @@ def publish_metrics(report: dict[str, Any], contract: Contract) -> int:
         return 0
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ChurnOps")
     data: list[dict[str, Any]] = [
-        {"MetricName": "MaxFeaturePSI", "Value": float(report["max_psi"]), "Unit": "None"},
+        {"MetricName": SNAPSHOT_DRIFT_METRIC, "Value": float(report["max_psi"]), "Unit": "None"},
         {
             "MetricName": "DriftedFeatures",
             "Value": float(len(report.get("drifted_features", []))),

@@ -11,6 +11,7 @@ conditionally on the ETag the evaluate step saw.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -38,6 +39,7 @@ class RetrainEnv:
     contract: Contract
     gate: GateSettings = field(default_factory=GateSettings)
     db_secret_arn: str | None = None
+    db_name: str | None = None  # CDK's instance secret has no dbname: the stack passes it
     event_bus: str = "default"
     # Training: families to try (empty: every family churnops.model knows) and CV folds.
     training_families: tuple[str, ...] = ()
@@ -55,6 +57,7 @@ class RetrainEnv:
             contract=get_contract(environ.get("CONTRACT_NAME") or "telco"),
             gate=GateSettings.from_env(environ),
             db_secret_arn=environ.get("DB_SECRET_ARN") or None,
+            db_name=environ.get("DB_NAME") or None,
             event_bus=environ.get("EVENT_BUS_NAME") or "default",
             training_families=tuple(
                 f.strip() for f in (environ.get("TRAIN_FAMILIES") or "").split(",") if f.strip()
@@ -129,7 +132,7 @@ def snapshot_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
 
     if not env.db_secret_arn:
         raise ChurnOpsError("DB_SECRET_ARN is not set: the snapshot step reads the database")
-    conn = database.connect(env.db_secret_arn)
+    conn = database.connect(env.db_secret_arn, database=env.db_name)
     try:
         taken = snap.take_snapshot(conn, env.contract, env.curated_bucket)
     finally:
@@ -294,7 +297,11 @@ def promote_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
             "version": pointer["version"],
             "previous_version": pointer["previous_version"],
             "sequence": pointer["sequence"],
-            "processing_date": processing_date(),
+            # The date of the promotion itself, not of this call: a retry after midnight UTC
+            # must batch-score into the same partition as the first attempt would have.
+            "processing_date": processing_date(
+                dt.datetime.fromisoformat(str(pointer["updated_at"]).replace("Z", "+00:00"))
+            ),
         }
     )
 

@@ -4,6 +4,12 @@
 `ServingApp.handle`, and turns the `HttpResponse` back into a proxy response; the local stand-in
 (`churnops.local.apigw`) does the same from real HTTP. Every answer is JSON with a status the
 OpenAPI document lists. Client input can only ever produce a 4xx; 503 means no champion yet.
+
+Every scored customer is also counted into a live drift window against the serving champion's
+reference statistics (`LiveDriftWindow`); the request that completes a window carries its report
+in its telemetry, and the handler publishes it as `LIVE_DRIFT_METRIC`: the measurement whose
+alarm starts a retrain (stacks/monitoring.py), because it comes from live traffic and never from
+a retrain.
 """
 
 from __future__ import annotations
@@ -12,15 +18,19 @@ import base64
 import binascii
 import json
 import logging
+import math
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from churnops.contract import Contract, get_contract
 from churnops.registry import Registry
 from churnops.serving.champion import ChampionWatcher
+from churnops.serving.model import ServingModel
 from churnops.serving.openapi import ROUTES, openapi_document
 from churnops.serving.validation import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -32,6 +42,123 @@ from churnops.serving.validation import (
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
+
+# CloudWatch metric (namespace ChurnOps; Powertools adds the dimension `service`): a closed live
+# window's largest feature PSI.
+LIVE_DRIFT_METRIC = "LiveMaxFeaturePSI"
+# Customers per live window. PSI of a sample from an unchanged population is about
+# (bins - 1) / rows per feature: 0.01 for 1,000 customers, far below the 0.2 drift line, while a
+# busy container still closes a window every few minutes.
+LIVE_DRIFT_WINDOW = 1000
+PSI_DRIFT_THRESHOLD = 0.2
+# The bins and the PSI of churnops/drift.py, which the serving image does not carry (it copies
+# only the serving modules): the reference statistics' key for missing values, and the floor on
+# a bin's share. tests/unit/test_live_drift.py holds a window's PSI equal to drift_report's.
+_MISSING = "__missing__"
+_EPS = 1e-4
+
+
+def _psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    total = 0.0
+    for reference_share, share in zip(expected, actual, strict=True):
+        e, a = max(reference_share, _EPS), max(share, _EPS)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+class LiveDriftWindow:
+    """PSI of the customers a server scores against the reference of the model that scores them.
+
+    Each scored customer's values are counted into the reference's own bins as requests arrive
+    (a bisect per number, a dict lookup per category: a few microseconds for a one-customer
+    request, and nothing about a customer is kept but the counts). When `window` customers have
+    been counted, the window's PSI per feature is computed as churnops.drift.drift_report would
+    compute it on those customers, returned, and counting starts again. One window per model
+    version: a new champion brings a new reference."""
+
+    def __init__(
+        self,
+        reference_stats: Mapping[str, Any],
+        contract: Contract,
+        *,
+        window: int = LIVE_DRIFT_WINDOW,
+        threshold: float = PSI_DRIFT_THRESHOLD,
+    ) -> None:
+        if window < 1:
+            raise ValueError("a live drift window holds at least one customer")
+        self.window = window
+        self.threshold = threshold
+        reference = reference_stats.get("features") or {}
+        # Per feature: its name, how a value finds its bin, the bin of a missing value, and the
+        # reference's shares in the same bin order.
+        self._numeric: list[tuple[str, list[float], int, list[float]]] = []
+        self._category: list[tuple[str, dict[str, int], int, list[float]]] = []
+        for col in contract.feature_columns:
+            ref = reference.get(col.name)
+            if ref is None:
+                continue
+            if ref["kind"] == "numeric":
+                edges = [float(e) for e in ref["edges"]]
+                shares = [float(x) for x in ref["shares"]]  # bins, then missing
+                self._numeric.append((col.name, edges, len(edges) + 1, shares))
+            else:
+                keys = list(ref["shares"])
+                index = {key: i for i, key in enumerate(keys)}
+                shares = [float(ref["shares"][key]) for key in keys]
+                self._category.append((col.name, index, index[_MISSING], shares))
+        self._lock = threading.Lock()  # the local server scores requests on several threads
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows = 0
+        self._numeric_counts = [[0] * len(f[3]) for f in self._numeric]
+        self._category_counts = [[0] * len(f[3]) for f in self._category]
+
+    def observe(self, columns: Mapping[str, Sequence[Any]], rows: int) -> dict[str, Any] | None:
+        """Count `rows` scored customers (feature -> values, as the validator gives them: NaN
+        for a missing number, None for a missing category). Returns the window's report when
+        these customers complete it, else None."""
+        with self._lock:
+            for (name, edges, missing, _), counts in zip(
+                self._numeric, self._numeric_counts, strict=True
+            ):
+                for x in columns[name]:
+                    counts[missing if x is None or x != x else bisect_right(edges, x)] += 1
+            for (name, index, missing, _), counts in zip(
+                self._category, self._category_counts, strict=True
+            ):
+                for value in columns[name]:
+                    # A value the reference never saw has no bin, as in drift_report.
+                    j = missing if value is None else index.get(value)
+                    if j is not None:
+                        counts[j] += 1
+            self._rows += rows
+            if self._rows < self.window:
+                return None
+            report = self._report()
+            self._reset()
+            return report
+
+    def _report(self) -> dict[str, Any]:
+        rows = self._rows
+        psi: dict[str, float] = {}
+        for (name, *_, expected), counts in zip(
+            [*self._numeric, *self._category],
+            [*self._numeric_counts, *self._category_counts],
+            strict=True,
+        ):
+            psi[name] = round(_psi(expected, [c / rows for c in counts]), 6)
+        drifted = sorted(
+            (name for name, value in psi.items() if value > self.threshold),
+            key=lambda name: -psi[name],
+        )
+        return {
+            "rows": rows,
+            "threshold": self.threshold,
+            "psi": psi,
+            "drifted_features": drifted,
+            "max_psi": max(psi.values(), default=0.0),
+        }
 
 
 @dataclass(frozen=True)
@@ -107,6 +234,10 @@ class Telemetry:
     customer_ids: list[str] = field(default_factory=list)
     problem_fields: list[str] = field(default_factory=list)  # field names only, never values
     error: str | None = None
+    # The live drift window this request completed, if it did: rows, PSI per feature, max_psi
+    # and the model version whose reference it was measured against. The handler publishes
+    # max_psi as ChurnOps/LiveMaxFeaturePSI, the metric of the drift alarm that starts a retrain.
+    live_drift: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +247,7 @@ class ServingSettings:
     refresh_seconds: float = 30.0
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    live_drift_window: int = LIVE_DRIFT_WINDOW  # customers per live drift measurement
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -141,6 +273,7 @@ class ServingSettings:
             contract_name=env.get("CONTRACT_NAME", "").strip() or "telco",
             refresh_seconds=number("CHAMPION_REFRESH_SECONDS", 30.0, float),
             max_batch_size=number("MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, int),
+            live_drift_window=number("LIVE_DRIFT_WINDOW", LIVE_DRIFT_WINDOW, int),
         )
 
 
@@ -188,6 +321,8 @@ class ServingApp:
             clock=clock,
         )
         self.openapi = openapi_document(self.contract, max_batch_size=settings.max_batch_size)
+        # (model version, its window); None for a model whose card has no reference statistics.
+        self._live_drift: tuple[str, LiveDriftWindow | None] | None = None
         self._routes: dict[str, dict[str, Callable[[HttpRequest, Telemetry], HttpResponse]]] = {
             "/predict": {"POST": self._predict},
             "/model": {"GET": self._model},
@@ -267,10 +402,43 @@ class ServingApp:
         telemetry.model_version = model.version
         telemetry.churners = sum(p["churn_prediction"] for p in predictions)
         telemetry.probability_sum = sum(p["churn_probability"] for p in predictions)
+        telemetry.live_drift = self._measure_live_drift(model, customers.columns, len(customers))
         return HttpResponse(
             200,
             {"model_version": model.version, "count": len(predictions), "predictions": predictions},
         )
+
+    def _measure_live_drift(
+        self, model: ServingModel, columns: Mapping[str, list[Any]], rows: int
+    ) -> dict[str, Any] | None:
+        """Count the scored customers into the live window of `model`; the window's report when
+        they complete it. This, not the retrain's snapshot drift, is what can start a retrain."""
+        current = self._live_drift
+        if current is None or current[0] != model.version:
+            # A new champion brings a new reference: the old window's counts compare against
+            # a model no longer serving, so they are dropped.
+            reference = model.card.get("reference_stats")
+            window = (
+                LiveDriftWindow(reference, self.contract, window=self.settings.live_drift_window)
+                if reference
+                else None
+            )
+            current = self._live_drift = (model.version, window)
+        window = current[1]
+        if window is None:
+            return None
+        report = window.observe(columns, rows)
+        if report is None:
+            return None
+        report["model_version"] = model.version
+        log.info(
+            "live drift window: %s customers, max PSI %.4f against %s, drifted %s",
+            report["rows"],
+            report["max_psi"],
+            model.version,
+            report["drifted_features"] or "none",
+        )
+        return report
 
     def _model(self, request: HttpRequest, telemetry: Telemetry) -> HttpResponse:
         model = self.champion.current()

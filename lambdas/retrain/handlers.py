@@ -34,6 +34,7 @@ def snapshot(event: Any, context: Any) -> dict[str, Any]:
 
 
 def drift(event: Any, context: Any) -> dict[str, Any]:
+    # Publishes SnapshotMaxFeaturePSI, which only alerts: a retrain's drift never starts one.
     return _run("drift", flow.drift_step, event)
 
 
@@ -46,6 +47,8 @@ def evaluate(event: Any, context: Any) -> dict[str, Any]:
 
 
 def promote(event: Any, context: Any) -> dict[str, Any]:
+    # Safe for Step Functions to retry with the same state, even after the pointer moved: the
+    # move carries the run's decision id, so the retry returns it (churnops/retrain/promote.py).
     return _run("promote", flow.promote_step, event)
 
 

@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from churnops.serving.app import HttpRequest, ServingApp, Telemetry
+from churnops.serving.app import LIVE_DRIFT_METRIC, HttpRequest, ServingApp, Telemetry
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "churnops-serving"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ChurnOps"))
@@ -101,5 +101,11 @@ def _record(telemetry: Telemetry, elapsed_ms: float, request_id: str, *, cold_st
             value=telemetry.probability_sum / size,
         )
         metrics.add_metadata(key="model_version", value=telemetry.model_version or "")
+    if telemetry.live_drift is not None:
+        # One datapoint per closed window of live customers: the metric whose alarm starts a
+        # retrain (stacks/monitoring.py). The retrain's own drift report never feeds it.
+        metrics.add_metric(
+            name=LIVE_DRIFT_METRIC, unit=MetricUnit.NoUnit, value=telemetry.live_drift["max_psi"]
+        )
     if metrics.metric_set:
         metrics.flush_metrics()

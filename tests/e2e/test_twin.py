@@ -63,7 +63,8 @@ def _customer_count(twin) -> tuple[int, int]:
 
     contract = get_contract("telco")
     with twin.environment() as state:
-        conn = database.connect(state["layout"]["db_secret_arn"])
+        layout = state["layout"]
+        conn = database.connect(layout["db_secret_arn"], database=layout["database_name"])
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW TABLES LIKE %s", (contract.table,))

@@ -42,7 +42,7 @@ DATA_SERVICES = {
 # Actions AWS defines without a resource type: "*" is the only resource they accept.
 NO_RESOURCE_TYPE = re.compile(
     r"^(ec2:(CreateNetworkInterface|DeleteNetworkInterface|Describe\w+|AssignPrivateIpAddresses"
-    r"|UnassignPrivateIpAddresses|CreateTags|DeleteTags)"
+    r"|UnassignPrivateIpAddresses)"
     r"|xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)"
     r"|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery"
     r"|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups)"

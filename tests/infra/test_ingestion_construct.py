@@ -133,11 +133,12 @@ def test_a_failed_run_marks_the_file_then_alerts_then_fails(template: Template) 
     alert = states["AlertFailure"]
     assert alert["Resource"] == "arn:aws:states:::sns:publish"
     assert states[alert["Next"]]["Type"] == "Fail"
-    # Glue refusing a run for capacity is retried; everything else goes to the alert at once.
+    # Glue refusing a run for capacity or throttling is retried (named as Step Functions reports
+    # them, tests/infra/test_error_names.py); everything else goes to the alert at once.
     (retry,) = states["RunIngestJob"]["Retry"]
     assert set(retry["ErrorEquals"]) == {
         "Glue.ConcurrentRunsExceededException",
-        "Glue.ThrottlingException",
+        "Glue.AWSGlueException",
     }
     assert retry["MaxAttempts"] == SETTINGS.start_retry_attempts
 

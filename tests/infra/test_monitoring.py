@@ -43,7 +43,8 @@ def test_the_expected_alarms_exist(alarms: dict[str, dict[str, Any]]) -> None:
         "retrain-failed",
         "retrain-timed-out",
         "glue-job-failures",
-        "drift",
+        "live-drift",
+        "snapshot-drift",
     }
 
 
@@ -128,19 +129,59 @@ def test_glue_job_failures_are_also_sent_to_the_topic_by_name(
     )
 
 
-def test_drift_alarm_watches_max_feature_psi(
+def test_live_drift_alarm_watches_the_serving_windows_median(
     alarms: dict[str, dict[str, Any]], settings: Any
 ) -> None:
-    drift = alarms["drift"]
-    assert (drift["Namespace"], drift["MetricName"], drift["Statistic"]) == (
+    drift = alarms["live-drift"]
+    assert (drift["Namespace"], drift["MetricName"], drift["ExtendedStatistic"]) == (
         "ChurnOps",
-        "MaxFeaturePSI",
-        "Maximum",
+        "LiveMaxFeaturePSI",
+        "p50",
     )
-    assert "Dimensions" not in drift  # the retrain flow publishes it without dimensions
     assert drift["Threshold"] == settings.drift_psi_threshold
     assert drift["ComparisonOperator"] == "GreaterThanThreshold"
     assert drift["Period"] == settings.drift_period_hours * 3600
+
+
+def test_live_drift_alarm_watches_the_metric_as_the_serving_function_publishes_it(
+    alarms: dict[str, dict[str, Any]], template: Template, core: Any, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from churnops.serving.app import LIVE_DRIFT_METRIC
+
+    # GIVEN the serving function's environment as deployed
+    function = template.to_json()["Resources"][logical_id(core.serving.function)]
+    environment = function["Properties"]["Environment"]["Variables"]
+    for name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+        monkeypatch.setenv(name, environment[name])
+    # WHEN Powertools publishes a live drift datapoint there, as the handler does
+    capsys.readouterr()
+    metrics = Metrics()
+    metrics.add_metric(name=LIVE_DRIFT_METRIC, unit=MetricUnit.NoUnit, value=0.3)
+    metrics.flush_metrics()
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    [directive] = emf["_aws"]["CloudWatchMetrics"]
+    published = {name: emf[name] for names in directive["Dimensions"] for name in names}
+    # THEN the alarm watches exactly that namespace, name and dimensions
+    drift = alarms["live-drift"]
+    assert drift["Namespace"] == directive["Namespace"]
+    assert drift["MetricName"] in {m["Name"] for m in directive["Metrics"]}
+    assert {d["Name"]: d["Value"] for d in drift["Dimensions"]} == published
+
+
+def test_snapshot_drift_alarm_watches_the_retrains_own_report(
+    alarms: dict[str, dict[str, Any]], settings: Any
+) -> None:
+    drift = alarms["snapshot-drift"]
+    assert (drift["Namespace"], drift["MetricName"], drift["Statistic"]) == (
+        "ChurnOps",
+        "SnapshotMaxFeaturePSI",
+        "Maximum",
+    )
+    assert "Dimensions" not in drift
+    assert drift["Threshold"] == settings.drift_psi_threshold
 
 
 def test_drift_alarm_starts_the_retrain_state_machine(template: Template, core: Any) -> None:
@@ -244,7 +285,8 @@ def test_one_dashboard_shows_the_pipeline(template: Template, core: Any) -> None
     dashboards = template.find_resources("AWS::CloudWatch::Dashboard")
     assert len(dashboards) == 1
     body = json.dumps(next(iter(dashboards.values()))["Properties"]["DashboardBody"])
-    for needle in ("MaxFeaturePSI", "ServiceIntegrationsFailed", "5XXError", "ExecutionsFailed"):
+    needles = ("LiveMaxFeaturePSI", "SnapshotMaxFeaturePSI", "ServiceIntegrationsFailed")
+    for needle in (*needles, "5XXError", "ExecutionsFailed"):
         assert needle in body, needle
     # The alarm status widget lists every alarm.
     for name, alarm in core.monitoring.alarms.items():

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match, Template
 from churnops.contract import get_contract
 from churnops.serving.validation import BATCH_KEY
 from stacks.serving import ServingSettings, predict_request_schema, to_apigw_schema
-from tests.infra.template_helpers import logical_id
+from tests.infra.template_helpers import acknowledged_rules, logical_id, open_nag_findings
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +297,54 @@ def test_iam_authorization_signs_every_method_and_keeps_the_key(
         assert method["ApiKeyRequired"] is True, route
     template.has_resource_properties("AWS::Lambda::Function", {"TracingConfig": {"Mode": "Active"}})
     template.has_resource_properties("AWS::ApiGateway::Stage", {"TracingEnabled": True})
+
+
+def test_api_key_mode_says_plainly_that_the_key_is_not_authentication(core: Any) -> None:
+    """AWS: "Don't rely on API keys as your only means of authentication and authorization for
+    your APIs ... use an IAM role, a Lambda authorizer, or an Amazon Cognito user pool"
+    (docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-api-usage-plans.html)."""
+    assert core.serving.settings.authorization == "api_key"  # the cdk.json default
+    acknowledged = acknowledged_rules(core.stack)[core.serving.api.node.path]
+    for rule in ("AwsSolutions::AwsSolutions-APIG4", "AwsSolutions::AwsSolutions-COG4"):
+        reason = acknowledged[rule]
+        assert "NO authentication" in reason, rule
+        assert "serving.authorization=iam" in reason, rule
+
+
+@pytest.fixture(scope="module")
+def signed(settings: ServingSettings) -> tuple[Any, Any, Template]:
+    """Serving alone with serving.authorization=iam and every other dev setting unchanged."""
+    import dataclasses
+
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_s3 as s3
+
+    from stacks.serving import Serving
+
+    app = App()
+    stack = Stack(app, "SignedServing")
+    Serving(
+        stack,
+        "Serving",
+        settings=dataclasses.replace(settings, authorization="iam"),
+        registry_bucket=s3.Bucket(stack, "Registry"),
+    )
+    return app, stack, Template.from_stack(stack)
+
+
+def test_iam_authorization_signs_every_method_and_leaves_no_open_nag_finding(
+    signed: tuple[Any, Any, Template],
+) -> None:
+    """serving.authorization=iam: every method is AWS_IAM, so callers sign with SigV4 and need
+    execute-api:Invoke (docs.aws.amazon.com/apigateway/latest/developerguide/
+    api-gateway-control-access-using-iam-policies-to-invoke-api.html). cdk-nag's APIG4 is met by
+    that; COG4 asks for a Cognito user pool specifically and is acknowledged with the reason."""
+    app, stack, template = signed
+    for route, method in methods(template).items():
+        assert method["AuthorizationType"] == "AWS_IAM", route
+        assert method["ApiKeyRequired"] is True, route  # the usage plan still meters each client
+    ours = [f for f in open_nag_findings(app, stack) if "/Serving/" in f]
+    assert ours == []
 
 
 def test_schema_conversion_refuses_keywords_it_cannot_map() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from churnops import database
 from churnops.contract import TELCO
+from tests.integration.conftest import DB_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -238,11 +239,11 @@ def test_a_real_upload_event_drives_the_job_through_the_state_machine_paths(
     assert run["object_key"] == "incoming/first batch.csv"  # decoded if the event encoded it
 
 
-def test_the_synthesized_state_machine_ingests_an_upload_and_alerts_on_a_broken_one(
-    synthesized, moto_ext, raw_bucket, curated_bucket, db_secret, fresh_db
-):
-    """Through the twin's moto extension: EventBridge starts the synthesized state machine, which
-    runs the real Glue script (.sync); a broken file ends in failed/, an SNS alert, a FAILED run."""
+def deploy_ingest_flow(
+    synthesized: dict[str, Any], raw_bucket: str, curated_bucket: str, db_secret: str
+) -> tuple[str, str]:
+    """The synthesized ingest job, alert topic (observed through a queue), state machine and
+    upload rule, created in the twin's moto; returns (state machine ARN, alert queue URL)."""
     from churnops.aws import client
 
     sfn, glue, sns, sqs, events, iam = (
@@ -257,7 +258,10 @@ def test_the_synthesized_state_machine_ingests_an_upload_and_alerts_on_a_broken_
     job_logical_id, job = synthesized["job"]
     props = job["Properties"]
     defaults = {k: v for k, v in props["DefaultArguments"].items() if isinstance(v, str)}
-    defaults.update({"--curated_bucket": curated_bucket, "--db_secret_arn": db_secret})
+    # (the test's database has its own name, passed as the stack passes the configured one)
+    defaults.update(
+        {"--curated_bucket": curated_bucket, "--db_secret_arn": db_secret, "--db_name": DB_NAME}
+    )
     job_name = f"ingest-{uuid.uuid4().hex[:6]}"
     glue.create_job(
         Name=job_name,
@@ -290,6 +294,19 @@ def test_the_synthesized_state_machine_ingests_an_upload_and_alerts_on_a_broken_
     events.put_rule(Name=rule, EventPattern=json.dumps(rule_pattern(synthesized, raw_bucket)))
     events.put_targets(Rule=rule, Targets=[{"Id": "ingest", "Arn": machine, "RoleArn": role}])
 
+    return machine, alerts
+
+
+def test_the_synthesized_state_machine_ingests_an_upload_and_alerts_on_a_broken_one(
+    synthesized, moto_ext, raw_bucket, curated_bucket, db_secret, fresh_db
+):
+    """Through the twin's moto extension: EventBridge starts the synthesized state machine, which
+    runs the real Glue script (.sync); a broken file ends in failed/, an SNS alert, a FAILED run."""
+    from churnops.aws import client
+
+    machine, alerts = deploy_ingest_flow(synthesized, raw_bucket, curated_bucket, db_secret)
+    sqs = client("sqs")
+
     # WHEN a good file and then a broken file are uploaded
     s3 = client("s3")
     good = small_file(80, seed=9)
@@ -311,6 +328,57 @@ def test_the_synthesized_state_machine_ingests_an_upload_and_alerts_on_a_broken_
     assert message["flow"] == "ingest"
     assert message["file"] == f"s3://{raw_bucket}/incoming/broken.csv"
     assert "missing column" in message["cause"]
+
+
+def task_failures(execution_arn: str) -> list[dict[str, Any]]:
+    from churnops.aws import client
+
+    events = client("stepfunctions").get_execution_history(executionArn=execution_arn)["events"]
+    return [e["taskFailedEventDetails"] for e in events if e["type"] == "TaskFailed"]
+
+
+def test_a_throttled_glue_start_is_retried_and_a_hopeless_one_is_caught(
+    synthesized, moto_ext, raw_bucket, curated_bucket, db_secret, fresh_db
+):
+    """Glue throttles StartJobRun in a burst of uploads; Step Functions reports it as
+    `Glue.AWSGlueException` (the twin too). The synthesized Retry must queue the file, not fail
+    it; an error no retry helps goes to the Catch (tag, alert, FAILED)."""
+    from churnops.aws import client
+
+    machine, alerts = deploy_ingest_flow(synthesized, raw_bucket, curated_bucket, db_secret)
+    s3, sqs = client("s3"), client("sqs")
+
+    # GIVEN Glue throttles the next start
+    moto_ext.fail_glue_starts("ThrottlingException")
+    # WHEN a file is uploaded
+    s3.put_object(Bucket=raw_bucket, Key="incoming/burst.csv", Body=small_file(40, seed=3))
+    (first,) = wait_for_executions(machine, 1, limit=240)
+    # THEN the start failed under the name AWS reports, was retried, and the file loaded
+    assert first["status"] == "SUCCEEDED", first
+    (throttled,) = task_failures(first["executionArn"])
+    assert throttled["error"] == "Glue.AWSGlueException"
+    assert "Error Code: ThrottlingException" in throttled["cause"]
+    assert len(database.read_table(fresh_db, TELCO.table)) == 40
+
+    # GIVEN a start that fails for good (the job is gone)
+    moto_ext.fail_glue_starts("EntityNotFoundException")
+    # WHEN another file is uploaded
+    s3.put_object(Bucket=raw_bucket, Key="incoming/lost.csv", Body=small_file(10, seed=4))
+    second = next(
+        e
+        for e in wait_for_executions(machine, 2, limit=240)
+        if e["executionArn"] != first["executionArn"]
+    )
+    # THEN it is not retried but caught: the file is tagged failed, an alert goes out
+    assert second["status"] == "FAILED"
+    assert [f["error"] for f in task_failures(second["executionArn"])] == [
+        "Glue.EntityNotFoundException"
+    ]
+    tags = s3.get_object_tagging(Bucket=raw_bucket, Key="incoming/lost.csv")["TagSet"]
+    assert {"Key": "churnops-ingest", "Value": "failed"} in tags
+    messages = sqs.receive_message(QueueUrl=alerts, WaitTimeSeconds=2).get("Messages", [])
+    (message,) = [json.loads(m["Body"]) for m in messages]
+    assert message["file"] == f"s3://{raw_bucket}/incoming/lost.csv"
 
 
 def wait_for_executions(machine: str, count: int, limit: float = 180.0) -> list[dict[str, Any]]:

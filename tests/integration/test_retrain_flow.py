@@ -27,6 +27,7 @@ from churnops.contract import TELCO
 REPO = Path(__file__).resolve().parents[2]
 STACK = "RetrainFlow"
 ROWS = 1600
+DATABASE_NAME = "churn_analytics"
 FAST_TRAINING = {"families": ("logistic",), "folds": 3}
 
 
@@ -47,6 +48,8 @@ def synthesize(outdir: Path) -> dict[str, Any]:
         name_prefix="retrainflow",
         topic_name="retrain-flow-alerts",
         interface_endpoints=("secretsmanager",),
+        # Not the default name: the code must use the configured one, not a literal.
+        database_name=DATABASE_NAME,
     )
     Retrain(
         stack,
@@ -86,7 +89,7 @@ class Twin:
         """Replace the customer table's rows with `clean`."""
         from churnops import database
 
-        conn = database.connect(self.layout.db_secret_arn)
+        conn = database.connect(self.layout.db_secret_arn, database=self.layout.database_name)
         try:
             database.ensure_schema(conn, TELCO)
             with conn.cursor() as cur:
@@ -100,7 +103,7 @@ class Twin:
     def scores(self) -> pd.DataFrame:
         from churnops import database
 
-        conn = database.connect(self.layout.db_secret_arn)
+        conn = database.connect(self.layout.db_secret_arn, database=self.layout.database_name)
         try:
             return database.read_table(conn, database.SCORES_TABLE, order_by=TELCO.id_column)
         finally:
@@ -275,6 +278,17 @@ def history(twin: Twin, version: str) -> list[str]:
 
 
 # ---- scenarios ----------------------------------------------------------------------------------
+def test_the_database_is_named_by_the_stack_not_by_the_secret(twin: Twin) -> None:
+    """CDK's generated instance secret has no `dbname`; the stack passes the configured name
+    (here not the default) and every step reaches that database (the flow tests below load and
+    snapshot customers there)."""
+    from churnops.aws import client
+
+    secret = client("secretsmanager").get_secret_value(SecretId=twin.layout.db_secret_arn)
+    assert "dbname" not in json.loads(secret["SecretString"])
+    assert twin.layout.database_name == DATABASE_NAME
+
+
 def test_first_retrain_promotes_a_skilled_model_and_batch_scores(twin: Twin, current) -> None:  # type: ignore[no-untyped-def]
     # GIVEN customers in the database and an empty registry (the first retrain)
     twin.clear_registry()
@@ -504,9 +518,13 @@ def test_drift_report_flags_exactly_the_shifted_features(twin: Twin, tmp_path: P
     assert all(value <= 0.2 for name, value in psi.items() if name not in shifted_features), psi
     assert summary["max_psi"] == max(psi.values())
     assert {name for name in psi if psi[name] > 0.2} == set(report["drifted_features"])
-    # ... and the metric the drift alarm watches is published
-    listed = client("cloudwatch").list_metrics(Namespace="ChurnOps", MetricName="MaxFeaturePSI")
-    assert listed["Metrics"], "MaxFeaturePSI was not published"
+    # ... and published for the alert-only snapshot drift alarm, never as the live drift metric
+    # whose alarm starts a retrain (a retrain finding drift must not start another)
+    cloudwatch = client("cloudwatch")
+    listed = cloudwatch.list_metrics(Namespace="ChurnOps", MetricName="SnapshotMaxFeaturePSI")
+    assert listed["Metrics"], "SnapshotMaxFeaturePSI was not published"
+    live = cloudwatch.list_metrics(Namespace="ChurnOps", MetricName="LiveMaxFeaturePSI")
+    assert not live["Metrics"], "the retrain published the metric that starts retrains"
 
 
 def test_batch_and_online_scoring_agree(twin: Twin, current, spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]

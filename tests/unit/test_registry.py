@@ -224,3 +224,234 @@ def test_registry_commands_promote_and_roll_back_with_who_and_why(registry, caps
     # A version of another contract is refused by the command
     assert main(["registry", "promote", second, "--registry", uri, "--contract", "insurance"]) == 2
     assert "insurance" in capsys.readouterr().err
+
+
+# ---- a decision repeated (a retry) against a different decision (a rival) ----------------------
+def _promotions(registry: Registry) -> list[tuple[str, str]]:
+    return [(h["action"], h["version"]) for h in registry.history() if h["action"] == "promote"]
+
+
+def test_a_repeated_promotion_returns_the_pointer_it_wrote_and_records_one(
+    registry: Registry,
+) -> None:
+    # GIVEN a champion, and a decision that promoted a challenger against the tag it read
+    base, challenger = _register(registry), _register(registry)
+    registry.promote(base, actor="t", reason="base")
+    seen = registry.champion_etag()
+    first = registry.promote(
+        challenger, actor="retrain", reason="gate", expected_etag=seen, decision_id="run-1"
+    )
+    written = registry.champion_etag()
+    # WHEN the same decision comes again with the same (now stale) tag, as a retry would
+    again = registry.promote(
+        challenger, actor="retrain", reason="gate", expected_etag=seen, decision_id="run-1"
+    )
+    # THEN it gets the pointer it wrote, nothing moved, and history holds one promotion of it
+    assert again == first == registry.champion()
+    assert registry.champion_etag() == written
+    assert _promotions(registry) == [("promote", base), ("promote", challenger)]
+    assert registry.history()[-1]["details"]["decision_id"] == "run-1"
+
+
+def test_a_different_decision_against_a_stale_tag_is_still_a_conflict(registry: Registry) -> None:
+    base, winner, rival = (_register(registry) for _ in range(3))
+    registry.promote(base, actor="t", reason="base")
+    seen = registry.champion_etag()
+    registry.promote(winner, actor="a", reason="r", expected_etag=seen, decision_id="run-1")
+    # Another decision, for another version or even for the same one, saw the old champion.
+    with pytest.raises(ConcurrentUpdateError):
+        registry.promote(rival, actor="b", reason="r", expected_etag=seen, decision_id="run-2")
+    with pytest.raises(ConcurrentUpdateError):
+        registry.promote(winner, actor="b", reason="r", expected_etag=seen, decision_id="run-2")
+    # ... and without a decision id nothing is taken for a retry either
+    with pytest.raises(ConcurrentUpdateError):
+        registry.promote(winner, actor="a", reason="r", expected_etag=seen)
+    assert registry.champion()["version"] == winner
+    assert _promotions(registry) == [("promote", base), ("promote", winner)]
+
+
+def test_a_first_promotion_repeated_is_not_refused_as_a_rival(registry: Registry) -> None:
+    # The first retrain expects no champion at all (tag None); its retry finds its own.
+    version = _register(registry)
+    first = registry.promote(
+        version, actor="r", reason="first", expected_etag=None, decision_id="d"
+    )
+    assert registry.promote(version, actor="r", reason="first", expected_etag=None, decision_id="d")
+    assert registry.champion() == first
+    assert _promotions(registry) == [("promote", version)]
+
+
+def test_rollback_from_a_named_champion_happens_once(registry: Registry) -> None:
+    # GIVEN a champion that replaced an earlier one
+    first, second = _register(registry), _register(registry)
+    registry.promote(first, actor="t", reason="r")
+    registry.promote(second, actor="t", reason="r")
+    # WHEN an operator rolls back from it twice (the first answer was lost)
+    back = registry.rollback(actor="ops", reason="alarm", from_version=second)
+    again = registry.rollback(actor="ops", reason="alarm", from_version=second)
+    # THEN the champion went back once and stays there, with one rollback in history
+    assert back == again == registry.champion()
+    assert back["version"] == first and back["previous_version"] == second
+    assert [h["action"] for h in registry.history()] == ["promote", "promote", "rollback"]
+    # ... while a plain rollback still undoes the previous one, as documented
+    assert registry.rollback(actor="ops", reason="undo")["version"] == second
+
+
+def test_rollback_from_a_champion_that_was_replaced_meanwhile_moves_nothing(
+    registry: Registry,
+) -> None:
+    first, second, third = (_register(registry) for _ in range(3))
+    registry.promote(first, actor="t", reason="r")
+    registry.promote(second, actor="t", reason="r")
+    registry.promote(third, actor="retrain", reason="better")  # after the operator looked
+    before = (registry.champion(), registry.champion_etag())
+    with pytest.raises(ConcurrentUpdateError, match=f"is {third}, not {second}"):
+        registry.rollback(actor="ops", reason="alarm on second", from_version=second)
+    assert (registry.champion(), registry.champion_etag()) == before
+    assert "rollback" not in [h["action"] for h in registry.history()]
+
+
+def test_rollbacks_of_two_decisions_are_two_rollbacks(registry: Registry) -> None:
+    # A caller with its own ids (one per execution): a new id is a new decision.
+    first, second = _register(registry), _register(registry)
+    registry.promote(first, actor="t", reason="r")
+    registry.promote(second, actor="t", reason="r")
+    assert registry.rollback(actor="x", reason="r", decision_id="exec-1")["version"] == first
+    assert registry.rollback(actor="x", reason="r", decision_id="exec-1")["version"] == first
+    assert registry.rollback(actor="x", reason="r", decision_id="exec-2")["version"] == second
+    assert [h["action"] for h in registry.history()].count("rollback") == 2
+
+
+def test_registry_rollback_command_from_a_version_is_safe_to_repeat(registry, capsys) -> None:  # type: ignore[no-untyped-def]
+    from churnops.cli import main
+    from churnops.contract import TELCO
+
+    card = {"contract": "telco", "schema_hash": TELCO.schema_hash, "status": STATUS_ELIGIBLE}
+    files = {"model.onnx": b"onnx", "model.joblib": b"joblib"}
+    first, second, never = (registry.register(files, card) for _ in range(3))
+    registry.promote(first, actor="t", reason="r")
+    registry.promote(second, actor="t", reason="r")
+    argv = ["registry", "rollback", "--registry", registry.uri, "--from-version", second]
+    assert main([*argv, "--actor", "cid"]) == 0
+    assert main([*argv, "--actor", "cid"]) == 0
+    capsys.readouterr()
+    assert registry.champion()["version"] == first
+    assert [h["action"] for h in registry.history()] == ["promote", "promote", "rollback"]
+    # Rolling back from a version that is not the champion says so and changes nothing
+    assert main(["registry", "rollback", "--registry", registry.uri, "--from-version", never]) == 2
+    err = capsys.readouterr().err
+    assert f"is {first}, not {never}" in err and len(err.strip().splitlines()) == 1
+    assert registry.champion()["version"] == first
+
+
+@pytest.fixture
+def s3_registry(aws_env) -> Registry:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from churnops.aws import client
+
+    bucket = f"registry-{uuid.uuid4().hex[:12]}"
+    client("s3").create_bucket(Bucket=bucket)
+    return Registry.open(f"s3://{bucket}/models")
+
+
+def _on_s3_put(key_part: str, event: str, handler) -> None:  # type: ignore[no-untyped-def]
+    """Register a botocore hook for PutObject calls whose key contains `key_part`: the network
+    and S3 misbehaving as they do, around the real client and a real (moto) S3."""
+    from churnops.aws import client
+
+    def hook(**kwargs):  # type: ignore[no-untyped-def]
+        # before-call passes the request as `params`, needs-retry as `request_dict`
+        request = kwargs.get("request_dict") or kwargs.get("params") or {}
+        if key_part in str(request.get("url_path") or request.get("url") or ""):
+            return handler(**kwargs)
+        return None
+
+    client("s3").meta.events.register(f"{event}.s3.PutObject", hook, unique_id=event + key_part)
+
+
+def test_a_retry_after_a_crash_between_pointer_and_history_records_the_promotion(
+    s3_registry: Registry,
+) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    from churnops.aws import client
+
+    registry = s3_registry
+    base, challenger = _register(registry), _register(registry)
+    registry.promote(base, actor="t", reason="base")
+    seen = registry.champion_etag()
+    # GIVEN the first attempt moves the pointer, then dies before its history entry is written
+    failures = iter([True])
+
+    def lose_the_history_write(**kwargs):  # type: ignore[no-untyped-def]
+        if next(failures, False):
+            raise ReadTimeoutError(endpoint_url="s3 (injected)")
+        return None
+
+    _on_s3_put("/history/", "before-call", lose_the_history_write)
+    try:
+        with pytest.raises(ChurnOpsError):
+            registry.promote(
+                challenger, actor="retrain", reason="gate", expected_etag=seen, decision_id="d"
+            )
+        assert registry.champion()["version"] == challenger
+        assert _promotions(registry) == [("promote", base)]
+        # WHEN the step is retried with the same input
+        pointer = registry.promote(
+            challenger, actor="retrain", reason="gate", expected_etag=seen, decision_id="d"
+        )
+    finally:
+        client("s3").meta.events.unregister(
+            "before-call.s3.PutObject", unique_id="before-call/history/"
+        )
+    # THEN it succeeds with the pointer the first attempt wrote, and history has it once
+    assert pointer == registry.champion() and pointer["sequence"] == 2
+    assert _promotions(registry) == [("promote", base), ("promote", challenger)]
+
+
+def test_a_pointer_write_whose_answer_was_lost_is_recognised_as_its_own(
+    s3_registry: Registry,
+) -> None:
+    from churnops.aws import client
+
+    registry = s3_registry
+    base, challenger = _register(registry), _register(registry)
+    registry.promote(base, actor="t", reason="base")
+    seen = registry.champion_etag()
+    # GIVEN S3 applies the conditional PUT of the pointer but the SDK sends it again (as it does
+    # when the answer is lost): the repeat meets the tag its own first copy changed
+    repeats = iter([0])
+
+    def send_it_again(**kwargs):  # type: ignore[no-untyped-def]
+        return next(repeats, None)  # a delay means "retry"; None means "done"
+
+    _on_s3_put("champion.json", "needs-retry", send_it_again)
+    try:
+        pointer = registry.promote(
+            challenger, actor="retrain", reason="gate", expected_etag=seen, decision_id="d"
+        )
+    finally:
+        client("s3").meta.events.unregister(
+            "needs-retry.s3.PutObject", unique_id="needs-retrychampion.json"
+        )
+    assert next(repeats, "used") == "used", "the PUT was not repeated"
+    assert pointer == registry.champion() and pointer["version"] == challenger
+    assert _promotions(registry) == [("promote", base), ("promote", challenger)]
+
+
+def test_one_decision_may_promote_and_later_roll_back_its_candidate(registry: Registry) -> None:
+    # A rollout execution promotes its candidate and, when an alarm fires, rolls it back: the
+    # rollback is not mistaken for a repeat of the promotion, and its own repeat is one rollback.
+    base, candidate = _register(registry), _register(registry)
+    registry.promote(base, actor="t", reason="base")
+    seen = registry.champion_etag()
+    full = {"actor": "rollout", "reason": "full", "expected_etag": seen, "decision_id": "exec-1"}
+    registry.promote(candidate, **full)
+    back = registry.rollback(actor="rollout", reason="alarm", decision_id="exec-1")
+    assert back["version"] == base and back["action"] == "rollback"
+    assert registry.rollback(actor="rollout", reason="alarm", decision_id="exec-1") == back
+    # ... and a late repeat of the promotion is a conflict, not a success: the pointer moved on
+    with pytest.raises(ConcurrentUpdateError):
+        registry.promote(candidate, **full)
+    assert [h["action"] for h in registry.history()] == ["promote", "promote", "rollback"]

@@ -39,11 +39,7 @@ def test_the_image_pins_the_same_versions_as_the_repository():
             )
 
 
-def test_the_dockerfile_runs_the_handler_on_the_python_3_11_lambda_base():
+def test_the_dockerfile_runs_the_serving_handler():
+    # Its base image and platform: tests/infra/test_lambda_images.py.
     dockerfile = (IMAGE / "Dockerfile").read_text()
-    assert "FROM public.ecr.aws/lambda/python:3.11" in dockerfile
     assert dockerfile.strip().endswith('CMD ["lambdas.serving.handler.handler"]')
-    for line in dockerfile.splitlines():
-        if line.startswith("COPY "):
-            for source in line.split()[1:-1]:
-                assert (REPO / source).exists(), f"the Dockerfile copies {source}, which is missing"
