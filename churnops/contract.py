@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from churnops.errors import ChurnOpsError
+from churnops.errors import ChurnOpsError, ContractMismatchError
 
 if TYPE_CHECKING:  # pandas is imported inside validate(): the serving image carries no pandas
     import pandas as pd
@@ -184,6 +184,21 @@ class Contract:
         serving refuses a model whose hash differs from its own contract's."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def check_model_card(self, card: Mapping[str, Any]) -> None:
+        """Refuse a model trained for another contract, or another version of this one (its
+        schema hash differs): scoring it would read columns by the wrong meaning."""
+        if card.get("contract") != self.name:
+            raise ContractMismatchError(
+                f"model {card.get('version')} was trained for contract '{card.get('contract')}', "
+                f"not '{self.name}'"
+            )
+        if card.get("schema_hash") != self.schema_hash:
+            raise ContractMismatchError(
+                f"model {card.get('version')} was trained on another version of the "
+                f"'{self.name}' contract (schema {card.get('schema_hash')}, "
+                f"now {self.schema_hash})"
+            )
 
     # ---- header and row checks ----------------------------------------------------------------
     def check_header(

@@ -544,7 +544,8 @@ def _rollback_quietly(conn: Any) -> None:
 
 # ---- scores (batch scoring writes the latest score per customer) -------------------------------
 def upsert_scores(conn: Any, frame: pd.DataFrame, contract: Contract | None = None) -> int:
-    """Upsert the latest score per customer into `churn_scores` in one transaction.
+    """Upsert the latest score per customer into `churn_scores` in one transaction (a batch
+    scoring task's share: bounded by the task's row group).
 
     `frame` has the contract's id column plus churn_probability, churn_prediction, model_version
     and processing_date. Returns the number of rows sent."""
@@ -557,7 +558,14 @@ def upsert_scores(conn: Any, frame: pd.DataFrame, contract: Contract | None = No
         raise ChurnOpsError(f"scores frame lacks column(s): {', '.join(missing)}")
     columns = [id_column, *SCORE_COLUMNS]
     head = f"INSERT INTO `{SCORES_TABLE}` ({', '.join(f'`{c}`' for c in columns)}) VALUES "
-    tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"`{c}` = VALUES(`{c}`)" for c in SCORE_COLUMNS)
+    # Idempotent by (customer, processing date): the same rows again change nothing, and scores
+    # of an older date never replace a newer date's. MySQL assigns left to right, so the date
+    # itself is compared in every IF and assigned last.
+    newer = "VALUES(`processing_date`) >= `processing_date`"
+    tail = " ON DUPLICATE KEY UPDATE " + ", ".join(
+        f"`{c}` = IF({newer}, VALUES(`{c}`), `{c}`)"
+        for c in (*(c for c in SCORE_COLUMNS if c != "processing_date"), "processing_date")
+    )
     rows = row_tuples(frame, columns)
     try:
         with conn.cursor() as cur:

@@ -43,21 +43,31 @@ def _numeric_edges(values: np.ndarray) -> list[float]:
     return [float(v) for v in np.unique(quantiles)]
 
 
-def _numeric_shares(values: np.ndarray, edges: list[float]) -> list[float]:
-    """Shares of len(edges)+1 bins (searchsorted side='right'), then the missing share."""
-    n = max(values.size, 1)
+def _numeric_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Counts of len(edges)+1 bins (searchsorted side='right'), then the missing count."""
     missing = np.isnan(values)
     bins = np.searchsorted(np.asarray(edges, dtype=float), values[~missing], side="right")
     counts = np.bincount(bins, minlength=len(edges) + 1)
-    return [float(c) / n for c in counts] + [float(missing.sum()) / n]
+    return np.append(counts, missing.sum()).astype(np.int64)
+
+
+def _numeric_shares(values: np.ndarray, edges: list[float]) -> list[float]:
+    """Shares of len(edges)+1 bins (searchsorted side='right'), then the missing share."""
+    n = max(values.size, 1)
+    return [float(c) / n for c in _numeric_counts(values, edges)]
+
+
+def _category_counts(values: pd.Series, allowed: list[str]) -> dict[str, int]:
+    """Count per allowed value, then MISSING; a value outside `allowed` has no bin."""
+    counts = values.astype(object).where(values.notna(), MISSING).value_counts()
+    out = {v: int(counts.get(v, 0)) for v in allowed}
+    out[MISSING] = int(counts.get(MISSING, 0))
+    return out
 
 
 def _category_shares(values: pd.Series, allowed: list[str]) -> dict[str, float]:
     n = max(len(values), 1)
-    counts = values.astype(object).where(values.notna(), MISSING).value_counts()
-    shares = {v: float(counts.get(v, 0)) / n for v in allowed}
-    shares[MISSING] = float(counts.get(MISSING, 0)) / n
-    return shares
+    return {v: float(c) / n for v, c in _category_counts(values, allowed).items()}
 
 
 def reference_statistics(clean: pd.DataFrame, contract: Contract) -> dict[str, Any]:
@@ -88,6 +98,80 @@ def psi(expected: list[float], actual: list[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+class DriftCounts:
+    """The latest data counted into the reference's bins, frame by frame: a table read part by
+    part gives the same report as the whole table at once (counts add up; shares and PSI are
+    computed from the totals at the end), in the memory of one part."""
+
+    def __init__(self, reference_stats: dict[str, Any], contract: Contract) -> None:
+        self.reference_stats = reference_stats
+        reference = reference_stats.get("features", {})
+        # Feature -> its reference entry, in the contract's order (features the reference lacks
+        # are not compared).
+        self._features = {
+            col.name: reference[col.name]
+            for col in contract.feature_columns
+            if reference.get(col.name) is not None
+        }
+        self._counts: dict[str, np.ndarray] = {}
+        for name, ref in self._features.items():
+            bins = len(ref["edges"]) + 2 if ref["kind"] == "numeric" else len(ref["shares"])
+            self._counts[name] = np.zeros(bins, dtype=np.int64)
+        self.rows = 0
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns `add` reads."""
+        return list(self._features)
+
+    def add(self, frame: pd.DataFrame) -> DriftCounts:
+        for name, ref in self._features.items():
+            series = frame[name]
+            if ref["kind"] == "numeric":
+                values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+                self._counts[name] += _numeric_counts(values, ref["edges"])
+            else:
+                keys = list(ref["shares"].keys())  # the allowed values, then MISSING
+                counted = _category_counts(series, [k for k in keys if k != MISSING])
+                self._counts[name] += np.asarray([counted.get(k, 0) for k in keys])
+        self.rows += len(frame)
+        return self
+
+    def report(self, *, threshold: float = PSI_DRIFT_THRESHOLD) -> dict[str, Any]:
+        """PSI and missing share per feature of everything added against the reference."""
+        n = max(self.rows, 1)
+        features: dict[str, Any] = {}
+        for name, ref in self._features.items():
+            shares = [float(c) / n for c in self._counts[name]]
+            if ref["kind"] == "numeric":
+                expected = ref["shares"]
+                missing, ref_missing = shares[-1], expected[-1]
+            else:
+                keys = list(ref["shares"].keys())
+                expected = [ref["shares"][k] for k in keys]
+                missing = shares[keys.index(MISSING)]
+                ref_missing = ref["shares"][MISSING]
+            value = psi(expected, shares)
+            features[name] = {
+                "psi": round(value, 6),
+                "missing_share": missing,
+                "reference_missing_share": ref_missing,
+                "drifted": value > threshold,
+            }
+        drifted = sorted(
+            (name for name, f in features.items() if f["drifted"]),
+            key=lambda name: -features[name]["psi"],
+        )
+        return {
+            "rows": self.rows,
+            "reference_rows": self.reference_stats.get("rows"),
+            "threshold": threshold,
+            "features": features,
+            "drifted_features": drifted,
+            "max_psi": max((f["psi"] for f in features.values()), default=0.0),
+        }
+
+
 def drift_report(
     reference_stats: dict[str, Any],
     clean: pd.DataFrame,
@@ -96,40 +180,4 @@ def drift_report(
     threshold: float = PSI_DRIFT_THRESHOLD,
 ) -> dict[str, Any]:
     """PSI and missing share per feature of `clean` against `reference_stats`."""
-    features: dict[str, Any] = {}
-    reference = reference_stats.get("features", {})
-    for col in contract.feature_columns:
-        ref = reference.get(col.name)
-        if ref is None:
-            continue
-        series = clean[col.name]
-        if ref["kind"] == "numeric":
-            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-            shares = _numeric_shares(values, ref["edges"])
-            expected = ref["shares"]
-            missing, ref_missing = shares[-1], expected[-1]
-        else:
-            allowed = list(ref["shares"].keys())
-            current = _category_shares(series, [a for a in allowed if a != MISSING])
-            expected = [ref["shares"][k] for k in allowed]
-            shares = [current.get(k, 0.0) for k in allowed]
-            missing, ref_missing = current[MISSING], ref["shares"][MISSING]
-        value = psi(expected, shares)
-        features[col.name] = {
-            "psi": round(value, 6),
-            "missing_share": missing,
-            "reference_missing_share": ref_missing,
-            "drifted": value > threshold,
-        }
-    drifted = sorted(
-        (name for name, f in features.items() if f["drifted"]),
-        key=lambda name: -features[name]["psi"],
-    )
-    return {
-        "rows": len(clean),
-        "reference_rows": reference_stats.get("rows"),
-        "threshold": threshold,
-        "features": features,
-        "drifted_features": drifted,
-        "max_psi": max((f["psi"] for f in features.values()), default=0.0),
-    }
+    return DriftCounts(reference_stats, contract).add(clean).report(threshold=threshold)

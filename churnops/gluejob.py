@@ -18,12 +18,9 @@ and tests/unit/test_gluejob_context.py runs the Glue side as well, with a stand-
 from __future__ import annotations
 
 import argparse
-import shutil
+import io
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from churnops import aws
@@ -147,27 +144,71 @@ def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> str:
     return s3_uri(bucket, key)
 
 
-def upload_file(path: str | Path, bucket: str, key: str) -> str:
-    aws.client("s3").upload_file(str(path), bucket, key)
-    return s3_uri(bucket, key)
+def list_objects(bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under `prefix` (Key, Size, ...), in key order."""
+    found: list[dict[str, Any]] = []
+    pages = aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        found += page.get("Contents", [])
+    return sorted(found, key=lambda o: str(o["Key"]))
 
 
-def download_file(bucket: str, key: str, path: str | Path) -> Path:
-    aws.client("s3").download_file(bucket, key, str(path))
-    return Path(path)
+def delete_objects(bucket: str, keys: Sequence[str]) -> None:
+    s3 = aws.client("s3")
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        chunk = keys[start : start + 1000]
+        s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
 
 
-def upload_tree(local_dir: str | Path, bucket: str, prefix: str) -> list[str]:
-    """Upload every file under `local_dir` (Spark output: part files, no _SUCCESS/.crc)."""
-    root = Path(local_dir)
-    keys = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.name.startswith(("_", ".")):
-            continue
-        key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
-        upload_file(path, bucket, key)
-        keys.append(key)
-    return keys
+class S3RangeFile(io.RawIOBase):
+    """A read-only, seekable file over one S3 object, read with ranged GETs as it is read.
+
+    What lets a Spark task on any node read its own part of an object (a Parquet row group, a
+    byte range of a CSV) with boto3 alone: local Spark has no s3a, and on Glue the same code
+    runs unchanged. Wrap it in `io.BufferedReader` for small reads (Parquet footers)."""
+
+    def __init__(self, bucket: str, key: str, size: int | None = None) -> None:
+        super().__init__()
+        self.bucket, self.key = bucket, key
+        if size is None:
+            meta = head(bucket, key)
+            if meta is None:
+                raise ChurnOpsError(f"no object at {s3_uri(bucket, key)}")
+            size = int(meta["ContentLength"])
+        self.size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self.size or len(view) == 0:
+            return 0
+        end = min(self.size, self._position + len(view)) - 1
+        body = aws.client("s3").get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={self._position}-{end}"
+        )["Body"]
+        try:
+            data = body.read()
+        finally:
+            body.close()
+        view[: len(data)] = data
+        self._position += len(data)
+        return len(data)
 
 
 def move(bucket: str, key: str, new_key: str) -> str:
@@ -176,13 +217,3 @@ def move(bucket: str, key: str, new_key: str) -> str:
     s3.copy_object(Bucket=bucket, Key=new_key, CopySource={"Bucket": bucket, "Key": key})
     s3.delete_object(Bucket=bucket, Key=key)
     return s3_uri(bucket, new_key)
-
-
-@contextmanager
-def scratch_dir(prefix: str = "churnops-job-") -> Iterator[Path]:
-    """A local working directory removed afterwards (Glue workers have local disk too)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

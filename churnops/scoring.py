@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from churnops.contract import Contract
-from churnops.errors import ChurnOpsError, ContractMismatchError
+from churnops.errors import ChurnOpsError
 from churnops.model import model_frame, positive_probability
 from churnops.registry import MODEL_JOBLIB, Registry
 
@@ -36,20 +36,6 @@ class LoadedModel:
         return float(self.card["threshold"])
 
 
-def check_contract(card: dict[str, Any], contract: Contract) -> None:
-    if card.get("contract") != contract.name:
-        raise ContractMismatchError(
-            f"model {card.get('version')} was trained for contract '{card.get('contract')}', "
-            f"not '{contract.name}'"
-        )
-    if card.get("schema_hash") != contract.schema_hash:
-        raise ContractMismatchError(
-            f"model {card.get('version')} was trained on another version of the "
-            f"'{contract.name}' contract (schema {card.get('schema_hash')}, "
-            f"now {contract.schema_hash})"
-        )
-
-
 def load_model(registry: Registry, contract: Contract, version: str | None = None) -> LoadedModel:
     """Load `version`, or the champion; raises NoChampionError / ContractMismatchError."""
     import joblib
@@ -57,7 +43,7 @@ def load_model(registry: Registry, contract: Contract, version: str | None = Non
     if version is None:
         version = registry.require_champion()["version"]
     card = registry.card(version)
-    check_contract(card, contract)
+    contract.check_model_card(card)
     try:
         model = joblib.load(io.BytesIO(registry.read(version, MODEL_JOBLIB)))
     except ChurnOpsError:

@@ -80,7 +80,8 @@ class RetrainSettings:
     # Training: the model families to try (empty: all of churnops.model.FAMILIES) and CV folds.
     training_families: tuple[str, ...] = ()
     training_folds: int = 5
-    # Task functions: training on a few hundred thousand rows fits in 3 GB and 15 minutes.
+    # Task functions: every step fits 3 GB and 15 minutes up to 10M customers (README, "Retrain
+    # at scale"); train and evaluate read bounded, hash-chosen samples of the snapshot.
     function_memory_mb: int = 3008
     function_timeout_seconds: int = 900
     retry_attempts: int = 2
@@ -275,6 +276,8 @@ class Retrain(Construct):
         self.job_role = job_role = batch_score_job.role
         grant(job_role, ["s3:GetObject"], [snapshot_objects, registry_objects], _RUN_TIME_KEYS)
         _list_prefix(job_role, registry_bucket, REGISTRY_PREFIX)
+        # The job's plan lists the snapshot's Parquet parts (churnops.batch_scoring).
+        _list_prefix(job_role, curated_bucket, SNAPSHOT_PREFIX)
         predictions = curated_bucket.arn_for_objects(f"{PREDICTION_PREFIX}/*")
         # Delete: a re-run for the same day replaces that day's partition files.
         grant(job_role, ["s3:PutObject", "s3:DeleteObject"], [predictions], _RUN_TIME_KEYS)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,8 +111,36 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     server.stop()
 
 
+TWO_NODE = "two-node"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spark_cluster() -> Iterator[Any]:
+    """With CHURNOPS_SPARK_MASTER=two-node, every Spark session of this test run (the tests',
+    the twin's Glue runs) uses a two-node standalone cluster whose executor has a /tmp of its own
+    (churnops.local.spark_cluster), as on Glue with two workers; stopped by its own process ids
+    at the end. Otherwise nothing starts and Spark runs in local[*]."""
+    from churnops.spark import MASTER_ENV
+
+    if os.environ.get(MASTER_ENV) != TWO_NODE:
+        yield None
+        return
+    from churnops.local.spark_cluster import TwoNodeSparkCluster, missing_requirements
+
+    problem = missing_requirements()
+    need(problem is None, f"for the two-node Spark cluster, {problem}")
+    cluster = TwoNodeSparkCluster().start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(MASTER_ENV, cluster.master_url)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
 @pytest.fixture(scope="session")
-def spark():  # type: ignore[no-untyped-def]
+def spark(aws_env):  # type: ignore[no-untyped-def]
+    # After aws_env: the session hands its AWS endpoint and credentials to the executors.
     need(shutil.which("java") is not None, "Java (for local Spark)")
     try:
         from churnops.spark import local_spark_session

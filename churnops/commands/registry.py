@@ -114,10 +114,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_promote(args: argparse.Namespace) -> int:
     from churnops.contract import get_contract
-    from churnops.scoring import check_contract
 
     registry = _open(args)
-    check_contract(registry.card(args.version), get_contract(args.contract))
+    get_contract(args.contract).check_model_card(registry.card(args.version))
     pointer = registry.promote(args.version, actor=_actor(args), reason=args.reason)
     print(json.dumps(pointer, indent=2))
     return 0

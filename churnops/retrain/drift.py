@@ -12,8 +12,12 @@ function's live traffic; see churnops/drift.py). This step runs inside a retrain
 finding could start a retrain, every retrain that saw drift would start another, and the two
 would race on the champion pointer. Its alarm only alerts.
 
-Without a champion there is nothing to compare with: the report says so and no metric is sent
-(a missing datapoint is not "no drift").
+Without a champion there is nothing to compare with: the report says so, no metric is sent (a
+missing datapoint is not "no drift") and the snapshot is not read.
+
+The snapshot is read part by part, only the features the reference has, and counted into the
+reference's bins as it goes (churnops.drift.DriftCounts): memory is one part, whatever the size of
+the table, and the report is the one the whole table at once would give.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 
 from churnops import aws
 from churnops.contract import Contract
-from churnops.drift import SNAPSHOT_DRIFT_METRIC
+from churnops.drift import SNAPSHOT_DRIFT_METRIC, DriftCounts
 from churnops.registry import Registry
-from churnops.retrain.snapshot import put_bytes
+from churnops.retrain.snapshot import StoredSnapshot, put_bytes
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +44,20 @@ def feature_table(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return dict(report.get("features", {}))
 
 
-def build_report(registry: Registry, frame: pd.DataFrame, contract: Contract) -> dict[str, Any]:
-    from churnops.drift import drift_report
+def _frames(
+    customers: pd.DataFrame | StoredSnapshot, contract: Contract, columns: list[str]
+) -> Iterator[pd.DataFrame]:
+    if isinstance(customers, pd.DataFrame):
+        yield customers
+    else:
+        yield from customers.frames(contract, columns=columns)
 
+
+def build_report(
+    registry: Registry, customers: pd.DataFrame | StoredSnapshot, contract: Contract
+) -> dict[str, Any]:
+    """The drift report of `customers` (a frame, or a stored snapshot read part by part) against
+    the champion's reference statistics."""
     pointer = registry.champion()
     if pointer is None:
         return {"status": "no_champion", "champion_version": None, "drifted_features": []}
@@ -53,7 +69,10 @@ def build_report(registry: Registry, frame: pd.DataFrame, contract: Contract) ->
             "champion_version": pointer["version"],
             "drifted_features": [],
         }
-    report = dict(drift_report(reference, frame, contract))
+    counts = DriftCounts(reference, contract)
+    for frame in _frames(customers, contract, counts.columns):
+        counts.add(frame)
+    report = counts.report()
     report.update(status="compared", champion_version=pointer["version"])
     return report
 
@@ -88,10 +107,14 @@ def publish_metrics(report: dict[str, Any], contract: Contract) -> int:
 
 
 def run_drift(
-    registry: Registry, frame: pd.DataFrame, contract: Contract, *, report_uri: str
+    registry: Registry,
+    customers: pd.DataFrame | StoredSnapshot,
+    contract: Contract,
+    *,
+    report_uri: str,
 ) -> dict[str, Any]:
     """Build, store and publish the report; returns a small summary for the next state."""
-    report = build_report(registry, frame, contract)
+    report = build_report(registry, customers, contract)
     put_bytes(
         report_uri,
         json.dumps(report, indent=2, sort_keys=True, default=str).encode(),

@@ -8,11 +8,15 @@ small real improvement through and keeps noise out.
 Resamples are drawn as multinomial counts (how often each row is picked) and every metric is
 computed with those counts as weights; for ROC-AUC the rows are sorted once per model and each
 resample costs one pass of cumulative sums, so a thousand resamples of a large holdout stay cheap.
+The counts are drawn and used a block of resamples at a time (`BOOTSTRAP_BLOCK_VALUES` counts per
+block, 64 MB): the whole [n_bootstrap, n] matrix of a 100,000-row holdout would be 800 MB, and
+each metric makes copies of it. The blocks come from one generator in order, so they are exactly
+the rows `bootstrap_counts` returns, and the figures do not depend on the block size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +88,27 @@ def recall_at(y: np.ndarray, p: np.ndarray, threshold: float) -> float:
     return float(np.mean(p[positives] >= threshold))
 
 
+# Counts held at once while bootstrapping (8 bytes each): 64 MB per block of resamples.
+BOOTSTRAP_BLOCK_VALUES = 8_000_000
+
+
+def bootstrap_blocks(
+    n: int, n_bootstrap: int, seed: int, block_values: int = BOOTSTRAP_BLOCK_VALUES
+) -> Iterator[np.ndarray]:
+    """`bootstrap_counts` in blocks of resamples ([k, n] each, k * n <= block_values unless one
+    resample alone is larger), drawn in order from one generator: concatenated, the blocks are
+    exactly `bootstrap_counts(n, n_bootstrap, seed)`."""
+    rng = np.random.default_rng(seed)
+    pvals = np.full(n, 1.0 / n)
+    per_block = max(1, block_values // max(n, 1))
+    for start in range(0, n_bootstrap, per_block):
+        size = min(per_block, n_bootstrap - start)
+        yield rng.multinomial(n, pvals, size=size).astype(np.float64)
+
+
 def bootstrap_counts(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
     """[n_bootstrap, n] multinomial counts: how often each row appears in each resample."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap).astype(np.float64)
+    return np.concatenate(list(bootstrap_blocks(n, n_bootstrap, seed, n * n_bootstrap)))
 
 
 def _interval(values: np.ndarray, confidence: float) -> list[float]:
@@ -140,12 +161,23 @@ def _model_summary(
     }
 
 
+@dataclass
+class _SliceRows:
+    """A slice large enough to matter, with its resampled differences as blocks arrive."""
+
+    entry: dict[str, Any]
+    rows: np.ndarray
+    differences: list[np.ndarray]
+
+
 def compare(
     frame: pd.DataFrame,
     contract: Contract,
     challenger: ModelScores,
     champion: ModelScores | None,
     settings: GateSettings,
+    *,
+    block_values: int = BOOTSTRAP_BLOCK_VALUES,
 ) -> dict[str, Any]:
     """Everything the gate needs, as plain JSON: both models' metrics, the paired difference of
     the primary metric with its interval, the guard metrics and the per-slice comparison."""
@@ -157,11 +189,28 @@ def compare(
         )
     metric = settings.primary_metric
     score = PRIMARY_METRICS[metric]
-    counts = bootstrap_counts(n, settings.n_bootstrap, settings.seed)
     ones = np.ones((1, n))
+    slices = _plan_slices(frame, contract, y, challenger, champion, settings) if champion else []
+
+    ch_blocks: list[np.ndarray] = []
+    cp_blocks: list[np.ndarray] = []
+    for counts in bootstrap_blocks(n, settings.n_bootstrap, settings.seed, block_values):
+        ch_blocks.append(score(y, challenger.proba, counts))
+        if champion is None:
+            continue
+        cp_blocks.append(score(y, champion.proba, counts))
+        for planned in slices:
+            if not planned.entry["evaluable"]:
+                continue
+            sub = counts[:, planned.rows]
+            ys = y[planned.rows]
+            planned.differences.append(
+                score(ys, challenger.proba[planned.rows], sub)
+                - score(ys, champion.proba[planned.rows], sub)
+            )
 
     ch_point = float(score(y, challenger.proba, ones)[0])
-    ch_boot = score(y, challenger.proba, counts)
+    ch_boot = np.concatenate(ch_blocks)
     result: dict[str, Any] = {
         "primary_metric": metric,
         "holdout_rows": n,
@@ -180,7 +229,7 @@ def compare(
         return result
 
     cp_point = float(score(y, champion.proba, ones)[0])
-    cp_boot = score(y, champion.proba, counts)
+    cp_boot = np.concatenate(cp_blocks)
     result["champion"] = _model_summary(
         metric, y, champion, cp_point, _interval(cp_boot, settings.confidence)
     )
@@ -188,21 +237,32 @@ def compare(
         "point": ch_point - cp_point,
         "ci": _interval(ch_boot - cp_boot, settings.confidence),
     }
-    result["slices"] = _compare_slices(frame, contract, y, challenger, champion, counts, settings)
+    out = []
+    for planned in slices:
+        entry = planned.entry
+        if entry["evaluable"]:
+            ci = _interval(np.concatenate(planned.differences), settings.confidence)
+            entry.update(
+                ci=ci,
+                clear_loss=bool(entry["difference"] < -settings.slice_tolerance and ci[1] < 0),
+            )
+        out.append(entry)
+    result["slices"] = out
     return result
 
 
-def _compare_slices(
+def _plan_slices(
     frame: pd.DataFrame,
     contract: Contract,
     y: np.ndarray,
     challenger: ModelScores,
     champion: ModelScores,
-    counts: np.ndarray,
     settings: GateSettings,
-) -> list[dict[str, Any]]:
-    """The primary metric per slice, for slices large enough to matter, with paired intervals
-    from the same resamples restricted to the slice's rows."""
+) -> list[_SliceRows]:
+    """The slices large enough to matter, with their point figures; the paired intervals come
+    from the same resamples restricted to each slice's rows, added block by block in `compare`.
+    A slice with one class only cannot be scored (evaluable=False, never a clear loss) and takes
+    no resamples."""
     score = PRIMARY_METRICS[settings.primary_metric]
     out = []
     for column, edges in contract.slices:
@@ -222,21 +282,11 @@ def _compare_slices(
             if ys.min() == ys.max():
                 # One class only: the metric is undefined, so the slice cannot show a loss.
                 entry.update(evaluable=False, clear_loss=False)
-                out.append(entry)
+                out.append(_SliceRows(entry, np.flatnonzero(rows), []))
                 continue
             ones = np.ones((1, int(rows.sum())))
             ch = float(score(ys, challenger.proba[rows], ones)[0])
             cp = float(score(ys, champion.proba[rows], ones)[0])
-            sub = counts[:, rows]
-            diff = score(ys, challenger.proba[rows], sub) - score(ys, champion.proba[rows], sub)
-            ci = _interval(diff, settings.confidence)
-            entry.update(
-                evaluable=True,
-                challenger=ch,
-                champion=cp,
-                difference=ch - cp,
-                ci=ci,
-                clear_loss=bool((ch - cp) < -settings.slice_tolerance and ci[1] < 0),
-            )
-            out.append(entry)
+            entry.update(evaluable=True, challenger=ch, champion=cp, difference=ch - cp)
+            out.append(_SliceRows(entry, np.flatnonzero(rows), []))
     return out

@@ -7,6 +7,11 @@ JSON-safe dict of S3 URIs, ids and figures, never data. The handlers in
 
 Nothing before `promote_step` writes the champion pointer; `promote_step` writes it only
 conditionally on the ETag the evaluate step saw.
+
+Memory is bounded by settings, not by the customer table: the snapshot holds one slice of
+`snapshot_slice_rows` customers at a time, drift one part, train a sample of at most
+`training_fit_rows` customers plus one part, evaluate at most `evaluation_holdout_rows` holdout
+customers plus one part (churnops/retrain/snapshot.py and sampling.py say how each is chosen).
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ from typing import Any
 from churnops.contract import Contract, get_contract
 from churnops.errors import ChurnOpsError
 from churnops.registry import MODEL_ONNX, NEVER_CHAMPION, Registry
+from churnops.retrain import sampling
 from churnops.retrain import snapshot as snap
 from churnops.retrain.promote import ACTOR
 from churnops.retrain.settings import GateSettings
 
 DRIFT_REPORT = "drift_report.json"
 EVALUATION = "evaluation.json"
+# Most holdout customers both models are compared on (EVALUATE_HOLDOUT_ROWS). 100,000 puts the
+# standard error of a ROC-AUC near 0.002, well inside the gate's margin, and keeps the scoring of
+# two models and 1,000 resamples within a few minutes; above it the holdout is capped to the
+# customers with the smallest holdout hash (the same ones every run).
+DEFAULT_EVALUATION_HOLDOUT_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,18 @@ class RetrainEnv:
     # Training: families to try (empty: every family churnops.model knows) and CV folds.
     training_families: tuple[str, ...] = ()
     training_folds: int = 5
+    # Customers per slice of the snapshot (SNAPSHOT_SLICE_ROWS): one slice is in memory at once.
+    snapshot_slice_rows: int = snap.DEFAULT_SLICE_ROWS
+    # Most training customers the model is fitted on (TRAIN_FIT_ROWS; None: TrainingOptions'
+    # fit_rows): the train step reads a stratified sample of this size, never the whole split.
+    training_fit_rows: int | None = None
+    evaluation_holdout_rows: int = DEFAULT_EVALUATION_HOLDOUT_ROWS
+
+    def __post_init__(self) -> None:
+        for name in ("snapshot_slice_rows", "training_fit_rows", "evaluation_holdout_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ChurnOpsError(f"{name} must be at least 1, got {value}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainEnv:
@@ -63,6 +86,13 @@ class RetrainEnv:
                 f.strip() for f in (environ.get("TRAIN_FAMILIES") or "").split(",") if f.strip()
             ),
             training_folds=_int(environ, "TRAIN_FOLDS", 5),
+            snapshot_slice_rows=_int(environ, "SNAPSHOT_SLICE_ROWS", snap.DEFAULT_SLICE_ROWS),
+            training_fit_rows=(
+                _int(environ, "TRAIN_FIT_ROWS", 0) if environ.get("TRAIN_FIT_ROWS") else None
+            ),
+            evaluation_holdout_rows=_int(
+                environ, "EVALUATE_HOLDOUT_ROWS", DEFAULT_EVALUATION_HOLDOUT_ROWS
+            ),
         )
 
     def training_options(self) -> Any:
@@ -74,10 +104,12 @@ class RetrainEnv:
             raise ChurnOpsError(
                 f"unknown model family {', '.join(unknown)} (known: {', '.join(FAMILIES)})"
             )
+        sizes = {} if self.training_fit_rows is None else {"fit_rows": self.training_fit_rows}
         return TrainingOptions(
             quality_floor=self.gate.quality_floor,
             folds=self.training_folds,
             families=self.training_families or FAMILIES,
+            **sizes,
         )
 
     @property
@@ -134,10 +166,22 @@ def snapshot_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         raise ChurnOpsError("DB_SECRET_ARN is not set: the snapshot step reads the database")
     conn = database.connect(env.db_secret_arn, database=env.db_name)
     try:
-        taken = snap.take_snapshot(conn, env.contract, env.curated_bucket)
+        taken = snap.take_snapshot(
+            conn,
+            env.contract,
+            env.curated_bucket,
+            holdout_share=env.gate.holdout_share,
+            slice_rows=env.snapshot_slice_rows,
+        )
     finally:
         conn.close()
     return {**taken.to_dict(), "contract": env.contract.name, "trigger": state.get("trigger")}
+
+
+def stored_snapshot(env: RetrainEnv, taken: Mapping[str, Any]) -> snap.StoredSnapshot:
+    """The snapshot the snapshot step took; its own manifest says how it was split (a snapshot
+    from before slicing is one object, split on read by the gate's holdout share)."""
+    return snap.StoredSnapshot.open(taken["uri"], holdout_share=env.gate.holdout_share)
 
 
 # ---- 2. drift -----------------------------------------------------------------------------------
@@ -145,9 +189,9 @@ def drift_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     from churnops.retrain.drift import run_drift
 
     taken = result_of(state, "snapshot")
-    frame = snap.load_snapshot(taken["uri"], env.contract)
     report_uri = snap.run_prefix(env.curated_bucket, taken["run_id"]) + DRIFT_REPORT
-    return json_safe(run_drift(env.registry, frame, env.contract, report_uri=report_uri))
+    customers = stored_snapshot(env, taken)
+    return json_safe(run_drift(env.registry, customers, env.contract, report_uri=report_uri))
 
 
 # ---- 3. train -----------------------------------------------------------------------------------
@@ -157,9 +201,11 @@ def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
 
     taken = result_of(state, "snapshot")
     drift = result_of(state, "drift")
-    frame = snap.load_snapshot(taken["uri"], env.contract)
-    training_rows, holdout_rows = snap.split(frame, env.contract, env.gate.holdout_share)
-    result = train(training_rows, env.contract, env.training_options())
+    options = env.training_options()
+    stored = stored_snapshot(env, taken)
+    sample = sampling.training_sample(stored, env.contract, options.fit_rows)
+    held_positive, held_negative = sampling.class_counts(stored, env.contract, snap.HOLDOUT)
+    result = train(sample.frame, env.contract, options)
     card = {
         **result.card,
         "retrain": {
@@ -167,8 +213,10 @@ def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
             "snapshot_uri": taken["uri"],
             "snapshot_rows": taken["rows"],
             "snapshot_sha256": taken["sha256"],
-            "gate_holdout_share": env.gate.holdout_share,
-            "gate_holdout_rows": len(holdout_rows),
+            "training_rows_available": sample.available,
+            "training_sample_rows": sample.rows,
+            "gate_holdout_share": stored.holdout_share,
+            "gate_holdout_rows": held_positive + held_negative,
             "trigger": taken.get("trigger"),
         },
     }
@@ -187,7 +235,8 @@ def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
             "status_reason": result.reason,
             "family": result.family,
             "threshold": result.threshold,
-            "training_rows": len(training_rows),
+            "training_rows": sample.rows,
+            "training_rows_available": sample.available,
             "has_onnx": MODEL_ONNX in result.files,
             "roc_auc": result.metrics.get("roc_auc"),
         }
@@ -207,8 +256,10 @@ def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     # the promotion fails safe instead of overwriting a champion this run never compared with.
     champion_etag = registry.champion_etag()
     pointer = registry.champion()
-    frame = snap.load_snapshot(taken["uri"], env.contract)
-    _training_rows, holdout = snap.split(frame, env.contract, env.gate.holdout_share)
+    chosen = sampling.evaluation_holdout(
+        stored_snapshot(env, taken), env.contract, env.evaluation_holdout_rows
+    )
+    holdout = chosen.frame
 
     def scores(version: str) -> ModelScores:
         loaded = load_model(registry, env.contract, version)
@@ -220,6 +271,8 @@ def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     challenger = scores(challenger_version)
     champion = scores(pointer["version"]) if pointer else None
     evaluation = compare(holdout, env.contract, challenger, champion, env.gate)
+    evaluation["holdout_rows_available"] = chosen.available
+    evaluation["holdout_rows_cap"] = env.evaluation_holdout_rows
     decision = decide(evaluation, env.gate)
 
     # The registry refuses a champion without ONNX or with a no-skill/below-floor status; say
@@ -256,6 +309,8 @@ def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
             "challenger_metric": evaluation["challenger"][metric],
             "champion_metric": evaluation["champion"][metric] if champion else None,
             "difference": evaluation["difference"],
+            "holdout_rows": chosen.rows,
+            "holdout_rows_available": chosen.available,
             "reasons": decision.reasons,
             "summary": decision.summary,
         }

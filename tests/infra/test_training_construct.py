@@ -282,3 +282,20 @@ def test_cdk_nag_reports_no_unacknowledged_findings(built: tuple[Path, Template]
 def test_settings_reject_a_bad_schedule() -> None:
     with pytest.raises(ValueError, match="schedule_expression"):
         RetrainSettings(schedule_expression="every sunday")
+
+
+def test_the_batch_scoring_job_may_list_only_the_prefixes_it_plans_and_commits(
+    template: Template,
+) -> None:
+    """The job lists the snapshot's parts (its plan) and the date's partition (its commit) and
+    the registry's versions; ListBucket with any other prefix, or none, would be refused."""
+    listed = {
+        tuple(s["Condition"]["StringLike"]["s3:prefix"])
+        for s in _statements(template)
+        if s["Action"] == "s3:ListBucket"
+    }
+    for prefix in ("snapshots", "predictions", "models"):
+        assert (f"{prefix}/*", prefix) in listed, listed
+    for statement in _statements(template):
+        if statement["Action"] == "s3:ListBucket":
+            assert "s3:prefix" in statement["Condition"]["StringLike"], statement

@@ -21,6 +21,9 @@ from churnops import database
 from churnops.contract import TELCO
 from tests.integration.conftest import DB_NAME
 
+# A Glue job runs here: ./dev test runs this module again on the two-node Spark cluster.
+pytestmark = pytest.mark.glue_job
+
 REPO = Path(__file__).resolve().parents[2]
 
 

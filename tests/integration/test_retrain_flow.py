@@ -24,6 +24,9 @@ import pytest
 
 from churnops.contract import TELCO
 
+# A Glue job runs here: ./dev test runs this module again on the two-node Spark cluster.
+pytestmark = pytest.mark.glue_job
+
 REPO = Path(__file__).resolve().parents[2]
 STACK = "RetrainFlow"
 ROWS = 1600
@@ -528,7 +531,7 @@ def test_drift_report_flags_exactly_the_shifted_features(twin: Twin, tmp_path: P
 
 
 def test_batch_and_online_scoring_agree(twin: Twin, current, spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The same champion through the Glue job (ONNX in mapInPandas), through churnops.scoring
+    """The same champion through the Glue job (ONNX in its Spark tasks), through churnops.scoring
     (scikit-learn) and through the serving app gives the same probabilities."""
     from churnops.aws import client
     from churnops.scoring import load_model, score
@@ -593,16 +596,9 @@ def test_batch_and_online_scoring_agree(twin: Twin, current, spark, monkeypatch)
 
 
 def read_predictions(twin: Twin, processing_date: str) -> pd.DataFrame:
-    from churnops.aws import client
+    """The committed scores of a date, read through the partition's manifest as readers do."""
+    from churnops.batch_scoring import read_committed
 
-    s3 = client("s3")
-    prefix = f"predictions/processing_date={processing_date}/"
-    keys = [
-        o["Key"] for o in s3.list_objects_v2(Bucket=twin.curated, Prefix=prefix).get("Contents", [])
-    ]
-    assert keys, f"no prediction files under {prefix}"
-    frames = [
-        pd.read_parquet(io.BytesIO(s3.get_object(Bucket=twin.curated, Key=k)["Body"].read()))
-        for k in keys
-    ]
-    return pd.concat(frames, ignore_index=True)
+    frame = read_committed(twin.curated, "predictions", processing_date)
+    assert not frame.empty, f"no committed predictions for {processing_date}"
+    return frame

@@ -28,11 +28,11 @@ CHILD = textwrap.dedent(
     import json, sys
     import pandas as pd
     sys.path.insert(0, sys.argv[1])
-    from glue_jobs import batch_score
+    from churnops import batch_scoring
 
-    model = batch_score.load_model(sys.argv[2], None)
+    model = batch_scoring.load_model(sys.argv[2], None, "telco")
     rows = pd.read_json(sys.argv[3], orient="split", dtype=False)
-    probability = batch_score.Scorer(model).probability(rows)
+    probability = batch_scoring.Scorer(model).probability(rows)
     heavy = sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules)
     print(json.dumps({"probability": [float(p) for p in probability], "imported": heavy}))
     """
@@ -57,13 +57,14 @@ def test_scoring_a_champion_imports_neither_sklearn_nor_scipy(
     )
     registry = Registry.open(str(tmp_path / "registry"))
     version = registry.register(
-        {MODEL_ONNX: export(model, TELCO)}, {"contract": TELCO.name, "threshold": 0.5}
+        {MODEL_ONNX: export(model, TELCO)},
+        {"contract": TELCO.name, "schema_hash": TELCO.schema_hash, "threshold": 0.5},
     )
     registry.promote(version, actor="test", reason="the only model")
     rows = tmp_path / "rows.json"
     score.reset_index(drop=True).to_json(rows, orient="split")
 
-    # WHEN a fresh interpreter scores the rows the way the job's Spark workers do
+    # WHEN a fresh interpreter scores the rows the way the job's Spark tasks do
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(REPO), str(tmp_path / "registry"), str(rows)],
         capture_output=True,
