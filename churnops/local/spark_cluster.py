@@ -52,6 +52,34 @@ def _spark_class() -> Path:
     return Path(pyspark.__file__).resolve().parent / "bin" / "spark-class"
 
 
+def _kept_under_tmp() -> list[str]:
+    """What the worker needs that may live under /tmp (a checkout in a temporary directory):
+    the virtualenv with PySpark, and the project its executors import."""
+    project = Path(__file__).resolve().parents[2]
+    paths = sorted({Path(sys.prefix).resolve(), project})
+    kept: list[Path] = []
+    for path in paths:
+        if path.is_relative_to("/tmp") and not any(path.is_relative_to(k) for k in kept):  # noqa: S108
+            kept.append(path)
+    return [str(p) for p in kept]
+
+
+def _private_tmp_script(hold: Path) -> str:
+    """Shell commands, run in the worker's own mount namespace, that give it an empty /tmp of
+    its own. Paths the worker needs that live under the real /tmp (the project and its
+    virtualenv, when checked out there) are bound back at the same place; the real /tmp is
+    reachable only for that moment, through `hold`, which is then unmounted."""
+    commands = [f"mount --bind /tmp {shlex.quote(str(hold))}", "mount -t tmpfs none /tmp"]
+    for path in _kept_under_tmp():
+        inside = shlex.quote(str(hold / Path(path).relative_to("/tmp")))  # noqa: S108
+        commands += [
+            f"mkdir -p {shlex.quote(path)}",
+            f"mount --bind {inside} {shlex.quote(path)}",
+        ]
+    commands.append(f"umount -l {shlex.quote(str(hold))}")
+    return " && ".join(commands)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -148,7 +176,7 @@ class TwoNodeSparkCluster:
                 "private",
                 "sh",
                 "-c",
-                f"mount -t tmpfs none /tmp && exec {worker}",
+                f"{_private_tmp_script(self._hold_dir())} && exec {worker}",
             ],
             env,
             worker_log,
@@ -156,6 +184,14 @@ class TwoNodeSparkCluster:
         _wait_for_port(worker_port, process, worker_log, timeout)
         self._wait_registered(worker_log, process, timeout)
         return self
+
+    def _hold_dir(self) -> Path:
+        """Where the worker's namespace briefly holds the real /tmp: anywhere but under /tmp."""
+        hold = Path.home() / ".cache" / "churnops" / "spark-worker-hold"
+        if hold.resolve().is_relative_to("/tmp"):  # noqa: S108 - checking, not using, /tmp
+            hold = Path("/var/tmp/churnops-spark-worker-hold")  # noqa: S108 - not /tmp itself
+        hold.mkdir(parents=True, exist_ok=True)
+        return hold
 
     def _spawn(self, command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         handle = log.open("wb")
