@@ -119,6 +119,13 @@ class TwoNodeSparkCluster:
         problem = missing_requirements()
         if problem is not None:
             raise RuntimeError(f"a two-node Spark cluster needs {problem}")
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # a master whose worker failed must not outlive the attempt
+            raise
+
+    def _start(self, timeout: float) -> TwoNodeSparkCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spark_class = str(_spark_class())
         env = {
