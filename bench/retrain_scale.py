@@ -5,7 +5,7 @@
 1. Starts a private MariaDB and a moto server (S3, Secrets Manager, CloudWatch) in this process,
    and loads N synthetic Telco customers (`churnops.synthetic`, validated by the contract, 1M per
    batch, ids made unique across batches) with the ingestion's own loader
-   (`churnops.database.load_file`).
+   (`churnops.database`: staging table, then one merge).
 2. Registers a champion (logistic, trained on a 20,000-customer sample) so that drift compares
    and evaluate scores two models, as in every retrain but the first.
 3. Runs each step of the flow -- snapshot, drift, train, evaluate -- in a CHILD PROCESS of its
@@ -101,7 +101,10 @@ def _load(conn: Any, rows: int, seed: int) -> Any:
         database.start_run(
             conn, run_id=run_id, contract=TELCO.name, bucket="bench", key=run_id, etag=None
         )
-        database.load_file(conn, TELCO, batch, run_id=run_id, rows_quarantined=0)
+        staging = database.create_staging(conn, TELCO, run_id)
+        offsets = {database.SOURCE_OFFSET: range(len(batch))}
+        database.load_staging(conn, TELCO, staging, batch.assign(**offsets), span=(0, len(batch)))
+        database.merge_staging(conn, TELCO, run_id=run_id, rows_loaded=size, rows_quarantined=0)
         if first is None:
             first = batch.sample(min(20_000, size), random_state=seed)
         print(f"  loaded {start + size:,} customers", flush=True)

@@ -63,6 +63,7 @@ class Column:
 class ValidationResult:
     clean: pd.DataFrame  # typed, canonical values, contract column order
     rejected: pd.DataFrame  # the raw rows as read, plus REJECT_REASON
+    accepted: np.ndarray | None = None  # per input row: whether it is in `clean`
 
     @property
     def rows_read(self) -> int:
@@ -201,6 +202,10 @@ class Contract:
             )
 
     # ---- header and row checks ----------------------------------------------------------------
+    @property
+    def repeated_id_reason(self) -> str:
+        return f"{self.id_column} repeats an earlier row of this file"
+
     def check_header(
         self, header: Iterable[str], *, target_required: bool = True
     ) -> HeaderProblems:
@@ -221,6 +226,7 @@ class Contract:
 
         `raw` holds strings (blank cells as "" or NaN). Row order is kept in both outputs.
         Without `target_required`, a missing target column is allowed (files to be scored).
+        Columns may be categorical (how churnops.csv_splits reads repetitive columns).
 
         Each column is factorised first and every check runs once per distinct value: customer
         files have few distinct values per column, which makes a million rows take about a second.
@@ -316,7 +322,7 @@ class Contract:
 
         ids = out[self.id_column]
         dup = pd.Series(ids).duplicated(keep="first").to_numpy() & (ids != None)  # noqa: E711
-        flag(dup, f"{self.id_column} repeats an earlier row of this file")
+        flag(dup, self.repeated_id_reason)
 
         ok = reasons == ""
         # copy=False: the masked arrays are new already; consolidating them would copy again.
@@ -326,7 +332,7 @@ class Contract:
                 clean[col.name] = clean[col.name].round().astype("Int64")
         rejected = raw[~ok].copy()
         rejected[REJECT_REASON] = reasons[~ok]
-        return ValidationResult(clean=clean, rejected=rejected.reset_index(drop=True))
+        return ValidationResult(clean=clean, rejected=rejected.reset_index(drop=True), accepted=ok)
 
     def target_vector(self, clean: pd.DataFrame) -> np.ndarray:
         """1 for the positive label, 0 otherwise; rows with an unknown target must be dropped first."""

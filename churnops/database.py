@@ -51,6 +51,8 @@ SCORES_TABLE = "churn_scores"
 BATCH_ROWS = 20_000
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+# How ids compare (Contract.sql_type): exactly, so that 'ab-1' and 'AB-1' are two customers.
+ID_COLLATION = "utf8mb4_bin"
 # Deadlock and lock wait timeout: the transaction was rolled back and may simply be retried.
 RETRYABLE_MERGE_ERRORS = (1213, 1205)
 MERGE_ATTEMPTS = 3
@@ -204,11 +206,59 @@ def describe(err: BaseException) -> str:
 
 # ---- schema -------------------------------------------------------------------------------------
 def ensure_schema(conn: Any, contract: Contract) -> None:
-    """Create the contract's table, the audit table and the scores table when missing."""
+    """Create the contract's table, the audit table and the scores table when missing, and bring
+    tables created by an earlier release up to the contract (`_migrate`)."""
     with conn.cursor() as cur:
         cur.execute(contract.ddl())
         cur.execute(AUDIT_DDL)
         cur.execute(scores_ddl(contract))
+    conn.commit()
+    _migrate(conn, contract)
+
+
+def _migrate(conn: Any, contract: Contract) -> None:
+    """`CREATE TABLE IF NOT EXISTS` leaves an older table as it was. Two things are checked:
+
+    - every contract column exists (a table that lacks one is not migrated by guessing: the run
+      fails saying which columns and what to do);
+    - the id columns compare exactly (binary collation). Tables created before that rule keep
+      the server's default, case-insensitive collation, under which 'ab-1' and 'AB-1' are one
+      key. Such a column is changed in place: it can hold no two ids that differ only by case,
+      so the stricter collation cannot collide."""
+    id_col = contract.column(contract.id_column)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            (contract.table,),
+        )
+        present = {str(row[0]) for row in cur.fetchall()}
+        missing = [c for c in contract.column_names if c not in present]
+        if missing:
+            raise ChurnOpsError(
+                f"table {contract.table} was created for another version of the {contract.name} "
+                f"contract and lacks column(s) {', '.join(missing)}: add them (see "
+                f"`Contract.ddl`) or rename the table, then retry the file"
+            )
+        for table in (contract.table, SCORES_TABLE):
+            cur.execute(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA ="
+                " DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                (table, id_col.name),
+            )
+            row = cur.fetchone()
+            if row and row[0] and str(row[0]) != ID_COLLATION:
+                log.warning(
+                    "migrating %s.%s from collation %s to %s",
+                    table,
+                    id_col.name,
+                    row[0],
+                    ID_COLLATION,
+                )
+                cur.execute(
+                    f"ALTER TABLE `{table}` MODIFY `{id_col.name}` {contract.sql_type(id_col)}"
+                    " NOT NULL"
+                )
     conn.commit()
 
 
@@ -237,11 +287,28 @@ def _finish_sql() -> str:
     )
 
 
-def fail_run(conn: Any, run_id: str, error: str) -> None:
-    """Mark a run failed. Nothing of a failed run is in the target, so all counts are zero."""
+def fail_run(conn: Any, run_id: str, error: str) -> bool:
+    """Mark a running run failed; nothing of a failed run is in the target, so all counts are
+    zero. A run already closed keeps its row: when a commit's acknowledgement is lost, the run
+    may have succeeded, and the database is the one that knows. Returns whether it was marked."""
     with conn.cursor() as cur:
-        cur.execute(_finish_sql(), (FAILED, 0, 0, 0, error[:60_000], None, None, now(), run_id))
+        marked = cur.execute(
+            _finish_sql() + " AND status = %s",
+            (FAILED, 0, 0, 0, error[:60_000], None, None, now(), run_id, RUNNING),
+        )
     conn.commit()
+    return bool(marked)
+
+
+def run_status(conn: Any, run_id: str) -> dict[str, Any] | None:
+    """The run's audit row, read now (None when there is none)."""
+    import pymysql.cursors
+
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM `{AUDIT_TABLE}` WHERE run_id = %s", (run_id,))
+        row = cur.fetchone()
+    conn.commit()
+    return dict(row) if row else None
 
 
 def runs(conn: Any, *, key: str | None = None) -> list[dict[str, Any]]:
@@ -328,135 +395,250 @@ def insert_batches(
 
 
 # ---- the atomic file load ----------------------------------------------------------------------
+# A file is loaded in two steps so that executors can write in parallel and readers still see
+# the file all at once:
+# 1. every Spark task writes its split's clean rows into the run's staging table (a real table:
+#    the tasks have their own connections), each split in its own transaction that first deletes
+#    whatever an earlier attempt of the same split left (`load_staging`), so a retried task loads
+#    once;
+# 2. the driver merges the staging table into the target and closes the audit row in ONE
+#    transaction (`merge_staging`), then drops the staging table. A failure at any point leaves
+#    the target as it was; a run that died leaves its staging table to `sweep_dead_runs`.
+STAGING_PREFIX = "ingest_staging_"
+# The staging table's key: the byte offset of the row's line in the uploaded object. Unique per
+# row, ordered as the file, and it names each split's rows as one key range.
+SOURCE_OFFSET = "_source_offset"
+REJECTED = "_rejected"
+METHODS = ("auto", "load_data", "insert")
+
+
 @dataclass(frozen=True)
 class LoadOutcome:
     rows_read: int
-    rows_loaded: int
+    rows_loaded: int  # counted in the staging table, not taken from the tasks
     rows_quarantined: int
     # The merge's affected-row count, MySQL semantics: 1 per inserted row, 2 per updated row,
     # 0 per row that was already identical (so a re-run of the same file reports 0).
     rows_affected: int
 
 
-def _staging_name(run_id: str) -> str:
-    return "staging_" + "".join(ch if ch.isalnum() else "_" for ch in run_id)[:48]
+def staging_table(run_id: str) -> str:
+    return STAGING_PREFIX + "".join(ch if ch.isalnum() else "_" for ch in run_id)[:48]
 
 
-STRATEGIES = ("staged", "direct")
-METHODS = ("auto", "load_data", "insert")
+def create_staging(conn: Any, contract: Contract, run_id: str) -> str:
+    """The run's (empty) staging table: the contract's columns plus the row's SOURCE_OFFSET (its
+    key: each task appends its rows in key order, the cheapest write InnoDB has, and a retried
+    task replaces exactly its own key range) and a REJECTED flag.
+
+    It holds the clean rows to merge and, flagged REJECTED, the ids of the rows the contract
+    rejected: a repeat counts from an id's first row in the file, whatever that row's fate
+    (`repeated_rows`). Every column may be NULL (a rejected row's only value is its id)."""
+    staging = staging_table(run_id)
+    columns = [f"`{c.name}` {contract.sql_type(c)} NULL" for c in contract.columns]
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS `{staging}`")
+        cur.execute(
+            f"CREATE TABLE `{staging}` (\n  "
+            + ",\n  ".join(columns)
+            + f",\n  `{SOURCE_OFFSET}` BIGINT NOT NULL,"
+            f"\n  `{REJECTED}` TINYINT NOT NULL DEFAULT 0,"
+            f"\n  PRIMARY KEY (`{SOURCE_OFFSET}`)\n)"
+        )
+    conn.commit()
+    return staging
 
 
-def load_file(
+def repeated_rows(conn: Any, contract: Contract, run_id: str) -> list[int]:
+    """Source offsets of the clean staged rows whose id occurs on an earlier row of the file
+    (in another split: a split's own repeats were rejected by the contract already).
+
+    One grouping pass finds the repeated ids (usually none); only when there are some, a second
+    pass joins the staging table to them (in a temporary table keyed by id)."""
+    staging = staging_table(run_id)
+    id_col = contract.column(contract.id_column)
+    name = id_col.name
+    repeats = f"repeats_{staging}"[:64]
+    with conn.cursor() as cur:
+        # Group in memory: past tmp_table_size (16 MiB by default) the server moves a grouping
+        # to an on-disk table, which at a million ids takes seconds instead of a fraction of one.
+        cur.execute("SET SESSION max_heap_table_size = %s, tmp_table_size = %s", (1 << 30, 1 << 30))
+        cur.execute(
+            f"SELECT COUNT(*) FROM (SELECT `{name}` FROM `{staging}` GROUP BY `{name}`"
+            " HAVING COUNT(*) > 1) AS d"
+        )
+        if not int(cur.fetchone()[0]):
+            conn.commit()
+            return []
+        cur.execute(
+            f"CREATE TEMPORARY TABLE `{repeats}` (`{name}` {contract.sql_type(id_col)} NOT NULL"
+            f" PRIMARY KEY, first_offset BIGINT NOT NULL) SELECT `{name}`,"
+            f" MIN(`{SOURCE_OFFSET}`) AS first_offset FROM `{staging}` GROUP BY `{name}`"
+            " HAVING COUNT(*) > 1"
+        )
+        try:
+            cur.execute(
+                f"SELECT s.`{SOURCE_OFFSET}` FROM `{staging}` AS s JOIN `{repeats}` AS r"
+                f" ON s.`{name}` = r.`{name}` AND s.`{SOURCE_OFFSET}` > r.first_offset"
+                f" WHERE s.`{REJECTED}` = 0 ORDER BY s.`{SOURCE_OFFSET}`"
+            )
+            found = [int(row[0]) for row in cur.fetchall()]
+        finally:
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS `{repeats}`")
+    conn.commit()
+    return found
+
+
+def unstage(conn: Any, run_id: str, offsets: Sequence[int]) -> None:
+    """Take rows out of the staging table (repeats moved to quarantine), in one transaction."""
+    staging = staging_table(run_id)
+    try:
+        with conn.cursor() as cur:
+            for start in range(0, len(offsets), 1000):
+                chunk = list(offsets[start : start + 1000])
+                marks = ", ".join(["%s"] * len(chunk))
+                cur.execute(f"DELETE FROM `{staging}` WHERE `{SOURCE_OFFSET}` IN ({marks})", chunk)
+        conn.commit()
+    except Exception:
+        _rollback_quietly(conn)
+        raise
+
+
+def drop_staging(conn: Any, run_id: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS `{staging_table(run_id)}`")
+    conn.commit()
+
+
+def load_staging(
     conn: Any,
     contract: Contract,
+    staging: str,
     clean: pd.DataFrame,
     *,
+    rejected_ids: pd.DataFrame | None = None,
+    span: tuple[int, int],
+    method: str = "auto",
+    batch_rows: int = BATCH_ROWS,
+) -> int:
+    """Write one split's clean rows (with their SOURCE_OFFSET), and the ids of its rejected rows
+    (the id column and SOURCE_OFFSET), into the staging table, replacing what an earlier attempt
+    of the split wrote (its rows lie in `span`, [start, end) of the object). Returns the clean
+    rows written; raises when the server took fewer or warned."""
+    if method not in METHODS:
+        raise ValueError(f"unknown load method {method!r}")
+    columns = [*contract.column_names, SOURCE_OFFSET]
+    try:
+        with conn.cursor() as cur:
+            # Read committed: the delete locks only its own rows, never the gaps where the
+            # other tasks are inserting theirs at the same time.
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            if method == "auto":
+                method = "load_data" if local_infile_allowed(conn) else "insert"
+            cur.execute("START TRANSACTION")
+            cur.execute(
+                f"DELETE FROM `{staging}` WHERE `{SOURCE_OFFSET}` >= %s AND `{SOURCE_OFFSET}` < %s",
+                span,
+            )
+            if method == "load_data":
+                written = _load_data_local(cur, staging, columns, clean)
+            else:
+                written = insert_batches(cur, staging, columns, clean, batch_rows)
+            _refuse_warnings(cur, f"loading {len(clean)} rows into {staging}")
+            if written != len(clean):
+                raise ChurnOpsError(
+                    f"loading into {staging}: the server wrote {written} rows, expected {len(clean)}"
+                )
+            if rejected_ids is not None and len(rejected_ids):
+                marked = rejected_ids.assign(**{REJECTED: 1})
+                insert_batches(
+                    cur, staging, [contract.id_column, SOURCE_OFFSET, REJECTED], marked, batch_rows
+                )
+        conn.commit()
+    except Exception:
+        _rollback_quietly(conn)
+        raise
+    return written
+
+
+def merge_staging(
+    conn: Any,
+    contract: Contract,
+    *,
     run_id: str,
+    rows_loaded: int,
     rows_quarantined: int,
     curated_uri: str | None = None,
     quarantine_uri: str | None = None,
     before_publish: Callable[[Any], None] | None = None,
-    strategy: str = "direct",
-    method: str = "auto",
-    batch_rows: int = BATCH_ROWS,
+    before_commit: Callable[[], None] | None = None,
 ) -> LoadOutcome:
-    """Load a file's clean rows so that they become visible all at once, together with the run's
-    audit row; on any failure the target is left as it was.
+    """Merge the run's staging table into the target (upsert by id) and close the audit row as
+    succeeded, in one transaction; then drop the staging table.
 
-    `strategy`:
-    - "staged": the rows go into a per-run TEMPORARY staging table first, then one transaction
-      merges them (`INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`) and closes the audit row.
-      The target is locked only while the merge runs; the rows are written twice.
-    - "direct": one transaction writes the rows into the target (`LOAD DATA ... REPLACE` or
-      multi-row `INSERT ... ON DUPLICATE KEY UPDATE`) and closes the audit row. Written once;
-      the touched rows stay locked for the whole load.
-    `method`: "load_data" (LOAD DATA LOCAL INFILE from a temporary CSV), "insert" (multi-row
-    INSERT batches), or "auto" (load_data when this connection and the server both allow it).
-    `before_publish(conn)` runs when the rows are written but not yet visible (staged: after
-    staging, before the merge; direct: before the commit); failure tests kill the connection there.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown load strategy {strategy!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown load method {method!r}")
+    The staging table must hold exactly `rows_loaded` rows (the tasks' count): what the database
+    holds is counted, not what the tasks said. `before_publish(conn)` runs when every row is in
+    the staging table and none in the target (failure tests kill the connection there);
+    `before_commit()` runs inside the transaction, last: if it raises, nothing is committed."""
+    staging = staging_table(run_id)
     columns = contract.column_names
     updatable = [c for c in columns if c != contract.id_column]
-    target = contract.table
-    staging = _staging_name(run_id)
-    finish = (
-        SUCCEEDED,
-        len(clean) + rows_quarantined,
-        len(clean),
-        rows_quarantined,
-        None,
-        curated_uri,
-        quarantine_uri,
-        now(),
-        run_id,
+    cols = ", ".join(f"`{c}`" for c in columns)
+    updates = ", ".join(f"`{c}` = s.`{c}`" for c in updatable)
+    merge = (
+        f"INSERT INTO `{contract.table}` ({cols}) SELECT {cols} FROM `{staging}` AS s"
+        f" WHERE s.`{REJECTED}` = 0 ON DUPLICATE KEY UPDATE {updates}"
     )
     try:
         with conn.cursor() as cur:
-            if method == "auto":
-                method = "load_data" if local_infile_allowed(conn) else "insert"
-
-            def write(table: str, *, upsert: bool) -> int:
-                if method == "load_data":
-                    return _load_data_local(cur, table, columns, clean, replace=upsert)
-                return insert_batches(
-                    cur,
-                    table,
-                    columns,
-                    clean,
-                    batch_rows,
-                    update_columns=updatable if upsert else (),
+            cur.execute(f"SELECT COUNT(*) FROM `{staging}` WHERE `{REJECTED}` = 0")
+            staged = int(cur.fetchone()[0])
+            if staged != rows_loaded:
+                raise ChurnOpsError(
+                    f"the staging table {staging} holds {staged} rows, the tasks loaded "
+                    f"{rows_loaded}"
                 )
+            finish = (
+                SUCCEEDED,
+                staged + rows_quarantined,
+                staged,
+                rows_quarantined,
+                None,
+                curated_uri,
+                quarantine_uri,
+                now(),
+                run_id,
+            )
 
-            if strategy == "staged":
-                cur.execute(f"DROP TEMPORARY TABLE IF EXISTS `{staging}`")
-                # Staging has the target's column types but no key: appending to an unkeyed
-                # table is the cheapest write InnoDB has, and the file's ids are unique already
-                # (the contract rejects repeats). The merge enforces the target's key.
-                cur.execute(
-                    f"CREATE TEMPORARY TABLE `{staging}` AS SELECT * FROM `{target}` LIMIT 0"
-                )
-                write(staging, upsert=False)
-                conn.commit()
-                if before_publish is not None:
-                    before_publish(conn)
-                cols = ", ".join(f"`{c}`" for c in columns)
-                updates = ", ".join(f"`{c}` = s.`{c}`" for c in updatable)
-                merge = (
-                    f"INSERT INTO `{target}` ({cols}) SELECT {cols} FROM `{staging}` AS s"
-                    f" ON DUPLICATE KEY UPDATE {updates}"
-                )
+            if before_publish is not None:
+                before_publish(conn)
 
-                def publish() -> int:
-                    return int(cur.execute(merge))
+            def publish() -> int:
+                affected = int(cur.execute(merge))
+                _refuse_warnings(cur, f"merging {staging} into {contract.table}")
+                return affected
 
-            else:
-
-                def publish() -> int:
-                    affected = write(target, upsert=True)
-                    if before_publish is not None:
-                        before_publish(conn)
-                    return affected
-
-            affected = _in_transaction(conn, cur, publish, finish, run_id)
-            if strategy == "staged":
-                cur.execute(f"DROP TEMPORARY TABLE IF EXISTS `{staging}`")
+            affected = _in_transaction(conn, cur, publish, finish, run_id, before_commit)
+            cur.execute(f"DROP TABLE IF EXISTS `{staging}`")
+        conn.commit()
     except Exception:
         _rollback_quietly(conn)
         raise
     return LoadOutcome(
-        rows_read=len(clean) + rows_quarantined,
-        rows_loaded=len(clean),
+        rows_read=staged + rows_quarantined,
+        rows_loaded=staged,
         rows_quarantined=rows_quarantined,
         rows_affected=affected,
     )
 
 
 def _in_transaction(
-    conn: Any, cur: Any, publish: Callable[[], int], finish: tuple[Any, ...], run_id: str
+    conn: Any,
+    cur: Any,
+    publish: Callable[[], int],
+    finish: tuple[Any, ...],
+    run_id: str,
+    before_commit: Callable[[], None] | None = None,
 ) -> int:
     """Run `publish` and close the audit row in one transaction; retry on deadlock or lock wait
     timeout (two files touching the same customers, or EventBridge delivering an upload twice):
@@ -465,7 +647,10 @@ def _in_transaction(
         try:
             cur.execute("START TRANSACTION")
             affected = publish()
-            cur.execute(_finish_sql(), finish)
+            if cur.execute(_finish_sql() + " AND status = %s", (*finish, RUNNING)) != 1:
+                raise ChurnOpsError(f"run {run_id} is no longer running (closed by a sweeper?)")
+            if before_commit is not None:
+                before_commit()
             conn.commit()
             return affected
         except Exception as err:
@@ -475,6 +660,18 @@ def _in_transaction(
             log.warning("publishing run %s: %s; retrying", run_id, describe(err))
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refuse_warnings(cur: Any, what: str) -> None:
+    """Fail on any warning of the last statement. `LOAD DATA LOCAL` turns data errors into
+    warnings even in strict mode (the client already sent the file, so the server cannot stop
+    it; MySQL manual, "LOAD DATA Statement", Duplicate-Key and Error Handling), and a skipped
+    or truncated row would otherwise load silently."""
+    cur.execute("SHOW WARNINGS LIMIT 3")
+    warnings = [row for row in cur.fetchall() if str(row[0]).lower() != "note"]
+    if warnings:
+        shown = "; ".join(f"({code}) {message}" for _level, code, message in warnings)
+        raise ChurnOpsError(f"{what}: the server warned: {shown}")
 
 
 def local_infile_allowed(conn: Any) -> bool:
@@ -490,14 +687,14 @@ def local_infile_allowed(conn: Any) -> bool:
     return bool(row and int(row[0]))
 
 
-def _load_data_local(
-    cur: Any, table: str, columns: Sequence[str], frame: pd.DataFrame, *, replace: bool = False
-) -> int:
-    """Write the frame as CSV with pyarrow (strings quoted, quotes doubled) and LOAD it.
+def _load_data_local(cur: Any, table: str, columns: Sequence[str], frame: pd.DataFrame) -> int:
+    """Write the frame as CSV with pyarrow (strings quoted, quotes doubled) and LOAD it; the
+    server's count of rows written.
 
     A blank never survives validation (it becomes NULL or the contract's blank value), so in a
     column that holds NULLs an empty field stands for NULL; only those columns pay for the
-    NULLIF conversion."""
+    NULLIF conversion. The CSV is a temporary file on this machine's disk (an executor's own,
+    in a Glue job): the client streams it to the server."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
@@ -517,17 +714,58 @@ def _load_data_local(
         )
         cur.execute(
             "LOAD DATA LOCAL INFILE %s"
-            + (" REPLACE" if replace else "")
-            + f" INTO TABLE `{table}` CHARACTER SET utf8mb4"
+            f" INTO TABLE `{table}` CHARACTER SET utf8mb4"
             " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
             f" LINES TERMINATED BY '\\n' ({', '.join(targets)})"
             + (f" SET {assign}" if assign else ""),
             (handle.name,),
         )
-        affected = int(cur.rowcount)
-        if not replace and affected != len(frame):
-            raise ChurnOpsError(f"the load wrote {affected} rows, expected {len(frame)}")
-        return affected
+        return int(cur.rowcount)
+
+
+# ---- runs that died ----------------------------------------------------------------------------
+def sweep_dead_runs(conn: Any, *, stale_after_minutes: int) -> list[str]:
+    """Close the audit rows of runs still `running` after `stale_after_minutes` (no run lives
+    that long: the stack passes the Glue job's timeout) and drop the staging tables of runs that
+    are not running. A killed job cannot close its own row; the next ingestion does."""
+    import pymysql.cursors
+
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(
+            f"SELECT run_id FROM `{AUDIT_TABLE}` WHERE status = %s"
+            " AND started_at < NOW(6) - INTERVAL %s MINUTE",
+            (RUNNING, stale_after_minutes),
+        )
+        dead = [str(row["run_id"]) for row in cur.fetchall()]
+        for run_id in dead:
+            cur.execute(
+                _finish_sql() + " AND status = %s",
+                (
+                    FAILED,
+                    0,
+                    0,
+                    0,
+                    f"the run stopped without closing its audit row (its job was stopped, "
+                    f"killed or timed out); closed after {stale_after_minutes} minutes",
+                    None,
+                    None,
+                    now(),
+                    run_id,
+                    RUNNING,
+                ),
+            )
+        conn.commit()
+        cur.execute(f"SELECT run_id FROM `{AUDIT_TABLE}` WHERE status = %s", (RUNNING,))
+        live = {staging_table(str(row["run_id"])) for row in cur.fetchall()}
+        cur.execute("SHOW TABLES LIKE %s", (STAGING_PREFIX.replace("_", "\\_") + "%",))
+        for row in cur.fetchall():
+            name = str(next(iter(row.values())))
+            if name not in live:
+                cur.execute(f"DROP TABLE IF EXISTS `{name}`")
+    conn.commit()
+    if dead:
+        log.warning("closed %d audit row(s) of runs that died: %s", len(dead), ", ".join(dead))
+    return dead
 
 
 def _error_code(err: BaseException) -> int | None:

@@ -10,11 +10,13 @@ Job arguments (`--name value`; Glue passes DefaultArguments merged with the run'
   --curated_bucket   bucket for curated/ Parquet and quarantine/ rows
   --db_secret_arn    Secrets Manager secret (RDS shape) with the database credentials
   --contract_name    data contract to validate against (optional, default: telco)
-  --load_strategy    how rows reach the table: direct (one transaction writes them into the
-                     table) | staged (a temporary table, then one merge transaction);
-                     default: direct, which writes the rows once (see churnops.database)
-  --staging_method   how rows are sent: auto | load_data | insert (optional, default: auto =
-                     LOAD DATA LOCAL INFILE when the server allows it, else multi-row INSERTs)
+  --staging_method   how tasks send rows to the run's staging table: auto | load_data | insert
+                     (optional, default: auto = LOAD DATA LOCAL INFILE when the server allows
+                     it, else multi-row INSERTs)
+  --stale_run_minutes  a run still `running` after this long died; this run closes its audit
+                     row (optional; the stack passes the job's timeout)
+  --split_bytes      bytes of the file per Spark task (optional, default 0: a multiple of the
+                     executor cores, at most 32 MiB each; see churnops.csv_splits)
 
 A file-level problem moves the file to failed/ and then fails the job (so the state machine's
 Catch alerts); a database or S3 failure also fails the job and leaves the file for a retry.
@@ -28,8 +30,9 @@ from typing import Any
 REQUIRED_ARGS = ("source_bucket", "source_key", "curated_bucket", "db_secret_arn")
 OPTIONAL_ARGS = {
     "contract_name": "telco",
-    "load_strategy": "direct",
     "staging_method": "auto",
+    "stale_run_minutes": "2880",  # Glue's longest job timeout
+    "split_bytes": "0",
     "db_name": "",  # the stack always passes it: CDK's instance secret has no dbname
 }
 # Arguments the state machine passes per run; the rest are the job's DefaultArguments.
@@ -37,18 +40,16 @@ RUN_ARGS = ("source_bucket", "source_key")
 
 
 def main(argv: list[str] | None = None, spark: Any = None) -> dict[str, Any]:
-    """Ingest the object named by the arguments; returns the run summary.
-
-    `spark` is accepted for the common Glue entry-point signature but this job does not start
-    a session: one file is validated and loaded faster on the driver (see churnops.ingestion)."""
+    """Ingest the object named by the arguments on `spark` (Glue's session when None); returns
+    the run summary."""
     import logging
 
-    from churnops.gluejob import resolve_args
+    from churnops.gluejob import resolve_args, spark_session
     from churnops.ingestion import ingest_object, request_from_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = resolve_args(argv, REQUIRED_ARGS, OPTIONAL_ARGS)
-    result = ingest_object(request_from_args(args))
+    result = ingest_object(request_from_args(args), spark_session(spark))
     return result.to_dict()
 
 

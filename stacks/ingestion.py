@@ -29,7 +29,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churnops.database import METHODS, STRATEGIES
+from churnops.database import METHODS
 from churnops.ingestion import CURATED_PREFIX, FAILED_PREFIX, QUARANTINE_PREFIX
 from glue_jobs.ingest_customers import RUN_ARGS
 from stacks.database import log_retention
@@ -53,13 +53,13 @@ class IngestionSettings:
     log_retention_days: int
     incoming_prefix: str  # uploads under this prefix are ingested ("incoming/")
     file_suffix: str  # ... when their key ends with this (".csv")
-    glue_worker_type: str  # e.g. "G.1X"; one file is processed on the driver (see ingestion.py)
+    glue_worker_type: str  # e.g. "G.1X"; a file's splits run on every executor (ingestion.py)
     glue_workers: int
     glue_timeout_minutes: int
     max_concurrent_runs: int  # uploads arriving together queue behind this many runs
     start_retry_attempts: int  # retries when Glue refuses a run (concurrency, throttling)
-    load_strategy: str  # "staged" (temporary table + merge) or "direct" (churnops.database)
-    staging_method: str  # how rows are sent: "auto", "load_data" or "insert"
+    staging_method: str  # how tasks send rows to staging: "auto", "load_data" or "insert"
+    split_mb: int  # MiB of the file per Spark task; 0: a multiple of the executor cores
 
     def __post_init__(self) -> None:
         if not self.incoming_prefix.endswith("/") or self.incoming_prefix == "/":
@@ -74,10 +74,10 @@ class IngestionSettings:
             raise ValueError("glue_workers must be at least 2 (one driver, one executor)")
         if not 1 <= self.glue_timeout_minutes <= 2880:
             raise ValueError("glue_timeout_minutes must be between 1 and 2880")
+        if self.split_mb < 0:
+            raise ValueError("split_mb must be 0 (sized by the executor cores) or more")
         if self.max_concurrent_runs < 1:
             raise ValueError("max_concurrent_runs must be at least 1")
-        if self.load_strategy not in STRATEGIES:
-            raise ValueError(f"load_strategy must be one of {', '.join(STRATEGIES)}")
         if self.staging_method not in METHODS:
             raise ValueError(f"staging_method must be one of {', '.join(METHODS)}")
         if self.removal_policy not in ("destroy", "retain", "snapshot"):
@@ -124,8 +124,11 @@ class Ingestion(Construct):
             arguments={
                 "--curated_bucket": curated_bucket.bucket_name,
                 "--contract_name": settings.contract_name,
-                "--load_strategy": settings.load_strategy,
                 "--staging_method": settings.staging_method,
+                "--split_bytes": str(settings.split_mb << 20),
+                # No run outlives the job's timeout: a `running` audit row older than that
+                # belongs to a run that was killed, and the next run closes it.
+                "--stale_run_minutes": str(settings.glue_timeout_minutes),
             },
             worker_type=settings.glue_worker_type,
             workers=settings.glue_workers,

@@ -465,14 +465,14 @@ class Twin:
             audit = self._audit_rows(object_key)
             same_bytes = [row for row in audit if (row.get("etag") or "").strip('"') == etag]
             latest = (same_bytes or audit or [{}])[-1]
-            failed_key = f"failed/{object_key.rsplit('/', 1)[-1]}"
+            from churnops.ingestion import failed_key
+
             failed_file = None
             with contextlib.suppress(Exception):
-                listed = client("s3").list_objects_v2(
-                    Bucket=layout["raw_bucket"], Prefix=failed_key
-                )
-                if listed.get("KeyCount", 0):
-                    failed_file = f"s3://{layout['raw_bucket']}/{listed['Contents'][0]['Key']}"
+                # where the job moves a rejected file: its path under failed/, subfolders kept
+                moved = failed_key(object_key)
+                client("s3").head_object(Bucket=layout["raw_bucket"], Key=moved)
+                failed_file = f"s3://{layout['raw_bucket']}/{moved}"
             return {
                 "file": f"s3://{layout['raw_bucket']}/{object_key}",
                 "execution": described["status"],

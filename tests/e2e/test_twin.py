@@ -149,7 +149,8 @@ def test_starting_twice_is_harmless(twin):
     assert len([p for p in _processes_of(twin) if "churnops.local.daemon" in p]) == 1
 
 
-# ---- ingestion -------------------------------------------------------------------------------
+# ---- ingestion (also run on the two-node cluster: ./dev test's glue_job pass) -------------------
+@pytest.mark.glue_job
 def test_clean_upload_loads_every_row(twin, data_dir):
     # GIVEN 2,000 valid customers
     path = data_dir / "customers.csv"
@@ -168,6 +169,7 @@ def test_clean_upload_loads_every_row(twin, data_dir):
     assert _customer_count(twin) == (2000, 2000)
 
 
+@pytest.mark.glue_job
 def test_bad_rows_are_quarantined_with_reasons(twin, data_dir):
     from churnops.aws import client, split_s3_uri
 
@@ -195,16 +197,21 @@ def test_bad_rows_are_quarantined_with_reasons(twin, data_dir):
     assert all(customer_id.encode() in body for customer_id in bad_ids)
 
 
+@pytest.mark.glue_job
 def test_unreadable_file_fails_and_moves_to_failed(twin, data_dir):
     path = data_dir / "not-customers.csv"
     path.write_text("name,colour\nalice,blue\n")
     rows_before = _customer_count(twin)
 
-    outcome = twin.upload(path)
+    # uploaded into a subfolder: the failed copy keeps it
+    outcome = twin.upload(path, key="incoming/shop-7/not-customers.csv")
 
+    assert outcome["execution"] == "FAILED", outcome  # the flow alerts and fails
     assert outcome["status"] == "failed", outcome
     assert outcome["rows_loaded"] == 0
-    assert outcome["failed_file"] and outcome["failed_file"].endswith("failed/not-customers.csv")
+    assert outcome["failed_file"] and outcome["failed_file"].endswith(
+        "failed/shop-7/not-customers.csv"
+    )
     assert outcome["error"], "a failed file must say why"
     assert _customer_count(twin) == rows_before
 
@@ -246,6 +253,7 @@ def test_api_scores_customers_with_the_champion(twin, data_dir):
 
 
 # ---- many files at once ----------------------------------------------------------------------
+@pytest.mark.glue_job
 def test_twenty_files_at_once_each_end_in_exactly_one_state(twin, data_dir):
     from churnops.aws import client
 
@@ -293,7 +301,8 @@ def test_twenty_files_at_once_each_end_in_exactly_one_state(twin, data_dir):
     states = {key.rsplit("/", 1)[-1]: row["status"] for key, row in audit.items()}
     assert states.pop("batch-13.csv") == "failed"
     assert set(states.values()) == {"succeeded"}, states
-    assert executions["batch-13.csv"]["status"] in ("SUCCEEDED", "FAILED")
+    assert executions.pop("batch-13.csv")["status"] == "FAILED"  # rejected: the flow alerts
+    assert {e["status"] for e in executions.values()} == {"SUCCEEDED"}
     # the audit table accounts for every row, and the table holds each loaded row once
     loaded = sum(int(r["rows_loaded"]) for r in audit.values())
     quarantined = sum(int(r["rows_quarantined"]) for r in audit.values())
@@ -326,6 +335,77 @@ def test_drifted_batch_shows_in_the_drift_report(twin, data_dir):
     for untouched in ("gender", "Partner", "PaymentMethod", "InternetService"):
         assert untouched not in report["drifted_features"]
         assert report["features"][untouched]["psi"] < 0.1
+
+
+# ---- a load killed in a running twin ---------------------------------------------------------
+@pytest.mark.glue_job
+def test_a_load_killed_mid_merge_leaves_the_twins_table_as_it_was(twin, data_dir):
+    from churnops import database
+    from churnops.contract import get_contract
+
+    contract = get_contract("telco")
+    # GIVEN a running twin with customers, and a file of 60,000 new ones
+    path = data_dir / "killed.csv"
+    frame = _generate(path, 60_000, seed=41)
+    frame["customerID"] = [f"K-{n:06d}" for n in range(len(frame))]
+    frame.to_csv(path, index=False)
+    rows_before = _customer_count(twin)
+    with twin.environment() as state:
+        layout = state["layout"]
+        watcher = database.connect(layout["db_secret_arn"], database=layout["database_name"])
+    merge = f"INSERT INTO `{contract.table}`%ingest\\_staging%"
+    killed: list[str] = []
+    stop = threading.Event()
+
+    def kill_the_merge() -> None:
+        # The merge is the one statement that writes the file's rows into the table: kill its
+        # connection while it runs, as a failover or a crash of the job's driver would.
+        while not stop.is_set() and not killed:
+            with watcher.cursor() as cur:
+                cur.execute(
+                    "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE %s",
+                    (merge,),
+                )
+                for thread_id, info in cur.fetchall():
+                    cur.execute("KILL CONNECTION %s", (thread_id,))
+                    killed.append(str(info)[:60])
+            watcher.commit()
+            time.sleep(0.002)
+
+    # WHEN the file is uploaded and its load is killed in the middle of the merge
+    thread = threading.Thread(target=kill_the_merge)
+    thread.start()
+    try:
+        outcome = twin.upload(path)
+    finally:
+        stop.set()
+        thread.join()
+
+    # THEN the flow failed, the run is closed as failed, and the twin's table holds what it held
+    # before: none of the file's customers, no staging table left behind
+    assert killed, "the merge was never seen running"
+    assert (outcome["execution"], outcome["status"]) == ("FAILED", "failed"), outcome
+    assert _customer_count(twin) == rows_before
+
+    def held() -> tuple[int, int]:
+        with watcher.cursor() as cur:
+            cur.execute(
+                f"SELECT COUNT(*) FROM `{contract.table}` WHERE `{contract.id_column}` LIKE 'K-%'"
+            )
+            (customers,) = cur.fetchone()
+            cur.execute("SHOW TABLES LIKE 'ingest\\_staging\\_%'")
+            staging = len(cur.fetchall())
+        watcher.commit()
+        return int(customers), staging
+
+    assert held() == (0, 0)
+
+    # WHEN the file is uploaded again, THEN it loads, once
+    again = twin.upload(path)
+    assert (again["execution"], again["status"]) == ("SUCCEEDED", "succeeded"), again
+    assert held() == (60_000, 0)
+    assert _customer_count(twin) == (rows_before[0] + 60_000, rows_before[1] + 60_000)
+    watcher.close()
 
 
 # ---- stopping ----------------------------------------------------------------------------------
@@ -361,7 +441,6 @@ def test_killed_daemon_mid_run_is_cleaned_up_by_the_next_up(twin, data_dir):
 
     assert group_members(old_pid) == [], "the killed daemon's children (Spark JVM) survived"
     assert len([p for p in _processes_of(twin) if "mariadbd" in p]) == 1
-    assert _customer_count(twin) == (0, 0)  # a fresh twin: nothing half-loaded survives
 
 
 # ---- the demo itself ---------------------------------------------------------------------------

@@ -30,8 +30,8 @@ SETTINGS = IngestionSettings(
     glue_timeout_minutes=45,
     max_concurrent_runs=4,
     start_retry_attempts=3,
-    load_strategy="direct",
     staging_method="auto",
+    split_mb=0,
 )
 
 

@@ -1,4 +1,5 @@
-"""Integration-tier fixtures: the database secret for the session's private MariaDB."""
+"""Integration-tier fixtures: the database secret for the session's private MariaDB, and the
+buckets and emptied database each ingest test starts from."""
 
 from __future__ import annotations
 
@@ -24,3 +25,33 @@ def db_secret(aws_env, mariadb) -> str:  # type: ignore[no-untyped-def]
     return client("secretsmanager").create_secret(
         Name=f"churnops-it/db-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(value)
     )["ARN"]
+
+
+# ---- the ingest job's world: buckets and an emptied database, per test --------------------------
+@pytest.fixture
+def lake(aws_env):
+    """Fresh raw and curated buckets per test."""
+    from churnops.aws import client
+
+    s3 = client("s3")
+    names = {"raw": f"raw-{uuid.uuid4().hex[:10]}", "curated": f"curated-{uuid.uuid4().hex[:10]}"}
+    for name in names.values():
+        s3.create_bucket(Bucket=name)
+    return names
+
+
+@pytest.fixture
+def db(db_secret):
+    """A connection to an empty customer database (tables dropped before each test)."""
+    from churnops import database
+    from churnops.contract import TELCO
+
+    conn = database.connect(db_secret)
+    with conn.cursor() as cur:
+        cur.execute("SHOW TABLES LIKE 'ingest\\_staging\\_%'")
+        staging = [row[0] for row in cur.fetchall()]
+        for table in (TELCO.table, database.AUDIT_TABLE, database.SCORES_TABLE, *staging):
+            cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+    conn.commit()
+    yield conn
+    conn.close()

@@ -1,7 +1,9 @@
-"""The ingest Glue job end to end against moto (S3, Secrets Manager) and a private MariaDB.
+"""The ingest Glue job end to end against moto (S3, Secrets Manager), a private MariaDB and
+Spark (`local[*]`, and the two-node cluster in `./dev test`'s second pass).
 
 Every test runs the real entry script (`glue_jobs/ingest_customers.py`) with the argument list
-Glue would pass, then checks the database, the audit table and the objects in S3.
+Glue would pass (or `ingest_object` where it hooks into a load), then checks what the database
+holds against the file itself, the audit table and the objects in S3.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from churnops.ingestion import FileRejected, IngestionFailed, IngestRequest, ing
 
 REPO = Path(__file__).resolve().parents[2]
 ID = TELCO.id_column
-STRATEGIES = database.STRATEGIES
+pytestmark = pytest.mark.glue_job
 
 
 def _load_job():  # the script is run by path on Glue and in the twin; do the same here
@@ -41,30 +43,6 @@ JOB = _load_job()
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
-@pytest.fixture
-def lake(aws_env):
-    """Fresh raw and curated buckets per test."""
-    from churnops.aws import client
-
-    s3 = client("s3")
-    names = {"raw": f"raw-{uuid.uuid4().hex[:10]}", "curated": f"curated-{uuid.uuid4().hex[:10]}"}
-    for name in names.values():
-        s3.create_bucket(Bucket=name)
-    return names
-
-
-@pytest.fixture
-def db(db_secret):
-    """A connection to an empty customer database (tables dropped before each test)."""
-    conn = database.connect(db_secret)
-    with conn.cursor() as cur:
-        for table in (TELCO.table, database.AUDIT_TABLE, database.SCORES_TABLE):
-            cur.execute(f"DROP TABLE IF EXISTS `{table}`")
-    conn.commit()
-    yield conn
-    conn.close()
-
-
 def synthetic_raw(rows: int, seed: int) -> pd.DataFrame:
     """Telco-shaped customers as the raw strings a CSV holds."""
     from churnops.synthetic import generate, write_csv
@@ -108,7 +86,7 @@ def glue_argv(lake, key: str, secret: str, **extra: str) -> list[str]:
     return argv
 
 
-def ingest_request(lake, key: str, secret: str, strategy: str) -> IngestRequest:
+def ingest_request(lake, key: str, secret: str, **extra) -> IngestRequest:
     """The request the job builds for an upload, for tests that call `ingest_object` directly
     to hook into a load."""
     return IngestRequest(
@@ -117,7 +95,7 @@ def ingest_request(lake, key: str, secret: str, strategy: str) -> IngestRequest:
         curated_bucket=lake["curated"],
         db_secret_arn=secret,
         contract=TELCO,
-        load_strategy=strategy,
+        **extra,
     )
 
 
@@ -154,6 +132,23 @@ def s3_bytes(uri: str) -> bytes:
 
     bucket, key = split_s3_uri(uri)
     return client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def s3_parts(uri: str) -> list[bytes]:
+    """The objects under a prefix URI (a run's curated or quarantine parts), in key order."""
+    from churnops.aws import split_s3_uri
+
+    bucket, prefix = split_s3_uri(uri)
+    return [s3_bytes(f"s3://{bucket}/{k}") for k in sorted(s3_keys(bucket, prefix))]
+
+
+def curated_table(uri: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(io.BytesIO(b)) for b in s3_parts(uri)])
+
+
+def quarantined_rows(uri: str) -> pd.DataFrame:
+    frames = [pd.read_csv(io.BytesIO(b), dtype=str, keep_default_na=False) for b in s3_parts(uri)]
+    return pd.concat(frames, ignore_index=True)
 
 
 def expected_rows(raw: pd.DataFrame) -> pd.DataFrame:
@@ -202,7 +197,7 @@ def test_clean_telco_file_loads_completely(lake, db, db_secret, telco_csv):
     assert run["etag"] and run["finished_at"] >= run["started_at"]
     # AND the curated Parquet holds the same typed rows, under an ingest-date partition
     assert "/ingest_date=" in result["curated_uri"]
-    parquet = pq.read_table(io.BytesIO(s3_bytes(result["curated_uri"])))
+    parquet = curated_table(result["curated_uri"])
     assert parquet.schema.field("tenure").type == pa.int64()
     assert parquet.schema.field("MonthlyCharges").type == pa.float64()
     curated = parquet.to_pandas()
@@ -245,10 +240,11 @@ def as_rows(frame: pd.DataFrame) -> list[tuple]:
     return sorted(map(tuple, frame[TELCO.column_names].to_numpy().tolist()))
 
 
-@pytest.mark.parametrize("staging_method", ["load_data", "insert"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    ("staging_method", "split_bytes"), [("load_data", "0"), ("insert", "0"), ("load_data", "9000")]
+)
 def test_bad_rows_are_quarantined_and_the_rest_loaded(
-    lake, db, db_secret, strategy, staging_method
+    lake, db, db_secret, staging_method, split_bytes
 ):
     # GIVEN a file where about 5% of the rows break the contract in different ways
     raw = synthetic_raw(2000, seed=11)
@@ -257,16 +253,14 @@ def test_bad_rows_are_quarantined_and_the_rest_loaded(
 
     # WHEN the job runs
     result = JOB.main(
-        glue_argv(lake, key, db_secret, load_strategy=strategy, staging_method=staging_method)
+        glue_argv(lake, key, db_secret, staging_method=staging_method, split_bytes=split_bytes)
     )
 
     # THEN exactly the spoiled rows are quarantined, each with a reason naming its problem
     assert result["rows_read"] == len(spoiled)
     assert result["rows_quarantined"] == len(bad)
     assert result["rows_loaded"] == len(spoiled) - len(bad)
-    quarantined = pd.read_csv(
-        io.BytesIO(s3_bytes(result["quarantine_uri"])), dtype=str, keep_default_na=False
-    )
+    quarantined = quarantined_rows(result["quarantine_uri"])
     assert as_rows(quarantined) == as_rows(bad)
     assert (quarantined[REJECT_REASON].str.len() > 0).all()
     reasons = " | ".join(quarantined[REJECT_REASON])
@@ -288,39 +282,32 @@ def test_bad_rows_are_quarantined_and_the_rest_loaded(
 
 
 # ---- idempotence and updates ---------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_same_file_twice_leaves_the_table_unchanged(lake, db, db_secret, strategy):
+def test_same_file_twice_leaves_the_table_unchanged(lake, db, db_secret):
     # GIVEN a file that was ingested once
     raw = synthetic_raw(500, seed=21)
     key = upload(lake, "batch.csv", csv_bytes(raw))
-    first = JOB.main(glue_argv(lake, key, db_secret, load_strategy=strategy))
+    first = JOB.main(glue_argv(lake, key, db_secret))
     before = table(db)
 
     # WHEN the same file is uploaded and ingested again
     upload(lake, "batch.csv", csv_bytes(raw))
-    second = JOB.main(glue_argv(lake, key, db_secret, load_strategy=strategy))
+    second = JOB.main(glue_argv(lake, key, db_secret))
 
     # THEN the table is exactly as it was: no duplicates, no changed rows
     assert second["status"] == "succeeded"
     pd.testing.assert_frame_equal(table(db), before)
     assert len(before) == len(raw) == first["rows_loaded"] == first["rows_affected"]
-    if strategy == "staged":  # the merge leaves identical rows alone (REPLACE rewrites them)
-        assert second["rows_affected"] == 0
+    assert second["rows_affected"] == 0  # the merge leaves identical rows alone
     # AND both runs are audited, and the retry overwrote its own outputs instead of adding copies
     assert [r["status"] for r in audit(db, key)] == ["succeeded", "succeeded"]
     assert first["curated_uri"] == second["curated_uri"]
-    assert len(s3_keys(lake["curated"], "curated/")) == 1
+    assert len(s3_keys(lake["curated"], "curated/")) == first["splits"] == 1
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_changed_customer_is_updated_and_new_ones_added(lake, db, db_secret, strategy):
+def test_a_changed_customer_is_updated_and_new_ones_added(lake, db, db_secret):
     # GIVEN a first file already in the table
     raw = synthetic_raw(400, seed=31)
-    JOB.main(
-        glue_argv(
-            lake, upload(lake, "monday.csv", csv_bytes(raw)), db_secret, load_strategy=strategy
-        )
-    )
+    JOB.main(glue_argv(lake, upload(lake, "monday.csv", csv_bytes(raw)), db_secret))
 
     # WHEN a later file changes three customers and brings two new ones
     later = raw.iloc[:3].copy()
@@ -329,7 +316,7 @@ def test_a_changed_customer_is_updated_and_new_ones_added(lake, db, db_secret, s
     newcomers = synthetic_raw(402, seed=32).iloc[-2:].copy()
     newcomers[ID] = ["NEW-0001", "NEW-0002"]
     key = upload(lake, "tuesday.csv", csv_bytes(pd.concat([later, newcomers])))
-    result = JOB.main(glue_argv(lake, key, db_secret, load_strategy=strategy))
+    result = JOB.main(glue_argv(lake, key, db_secret))
 
     # THEN the three customers carry the new values, the newcomers exist, nobody is duplicated
     assert result["rows_loaded"] == 5
@@ -338,8 +325,7 @@ def test_a_changed_customer_is_updated_and_new_ones_added(lake, db, db_secret, s
     assert_table_holds(db, merged)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_ids_that_differ_only_by_case_are_two_customers(lake, db, db_secret, strategy):
+def test_ids_that_differ_only_by_case_are_two_customers(lake, db, db_secret):
     # GIVEN a file whose ids differ only by letter case (validation treats them as distinct)
     raw = synthetic_raw(2, seed=41)
     raw[ID] = ["7590-vhveg", "7590-VHVEG"]
@@ -351,7 +337,7 @@ def test_ids_that_differ_only_by_case_are_two_customers(lake, db, db_secret, str
         (name,) = cur.fetchone()
         cur.execute(f"ALTER DATABASE `{name}` COLLATE utf8mb4_general_ci")
     try:
-        result = JOB.main(glue_argv(lake, key, db_secret, load_strategy=strategy))
+        result = JOB.main(glue_argv(lake, key, db_secret))
     finally:
         with db.cursor() as cur:
             cur.execute(f"ALTER DATABASE `{name}` COLLATE utf8mb4_bin")
@@ -424,22 +410,20 @@ def test_a_broken_file_moves_to_failed_with_a_readable_error(lake, db, db_secret
 
 
 # ---- the database going away ---------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_database_lost_before_the_rows_are_published_leaves_the_table_and_a_retry_loads_once(
-    lake, db, db_secret, mariadb, caplog, strategy
+    lake, db, db_secret, mariadb, caplog
 ):
     # GIVEN a table with customers, and a newer file that changes some and adds others
     raw, newer, key = base_loaded_newer_uploaded(lake, db_secret, rows=300, newer_rows=400, seed=51)
     before = table(db)
-    request = ingest_request(lake, key, db_secret, strategy)
+    request = ingest_request(lake, key, db_secret, split_bytes=4096)
     seen = {}
 
     def kill_connection(conn) -> None:
-        # The file's rows are written (staged: into staging; direct: into the table, not yet
-        # committed). This connection sees them, nobody else does. Now the server drops it.
-        written = f"`{database._staging_name(run_id())}`" if strategy == "staged" else TELCO.table
+        # The file's rows are in the run's staging table, written by the Spark tasks; the
+        # table has none of them yet. Now the server drops the driver's connection.
         with conn.cursor() as cur:
-            cur.execute(f"SELECT COUNT(*) FROM {written}")
+            cur.execute(f"SELECT COUNT(*) FROM `{database.staging_table(run_id())}`")
             seen["inside"] = cur.fetchone()[0]
         seen["outside"] = len(table(db))
         with mariadb.root_connection() as admin, admin.cursor() as cur:
@@ -449,22 +433,22 @@ def test_database_lost_before_the_rows_are_published_leaves_the_table_and_a_retr
         return next(r for r in audit(db, key) if r["status"] == "running")["run_id"]
 
     # WHEN the connection dies after the rows are written, before they are published
-    with pytest.raises(IngestionFailed, match="loading failed"):
+    with pytest.raises(IngestionFailed, match="ingestion failed"):
         ingest_object(request, before_publish=kill_connection)
 
     # THEN the table is exactly as it was, the run is marked failed, the file is still there
     assert seen == {"inside": len(newer), "outside": len(raw)}
     pd.testing.assert_frame_equal(table(db), before)
     (failed,) = audit(db, key)
-    assert failed["status"] == "failed" and "loading failed" in failed["error"]
+    assert failed["status"] == "failed" and "ingestion failed" in failed["error"]
     assert key in s3_keys(lake["raw"], "incoming/")
     # AND no staging table survives on the server
     with mariadb.root_connection() as admin, admin.cursor() as cur:
-        cur.execute("SHOW TABLES FROM churnops_it LIKE 'staging%'")
+        cur.execute("SHOW TABLES FROM churnops_it LIKE 'ingest\\_staging%'")
         assert cur.fetchall() == ()
 
     # WHEN the job is retried
-    retry = JOB.main(glue_argv(lake, key, db_secret, load_strategy=strategy))
+    retry = JOB.main(glue_argv(lake, key, db_secret))
 
     # THEN the file is loaded exactly once
     assert retry["status"] == "succeeded" and retry["rows_loaded"] == len(newer)
@@ -532,9 +516,18 @@ def test_upsert_scores_keeps_the_latest_score_per_customer(db):
 
 
 # ---- NULLs through both staging methods ----------------------------------------------------------
+def load_through_staging(conn, contract, clean: pd.DataFrame, run_id: str, method: str):
+    """What a one-split ingestion does with its clean rows: stage them, then merge."""
+    staging = database.create_staging(conn, contract, run_id)
+    offsets = clean.assign(**{database.SOURCE_OFFSET: range(len(clean))})
+    database.load_staging(conn, contract, staging, offsets, span=(0, len(clean)), method=method)
+    return database.merge_staging(
+        conn, contract, run_id=run_id, rows_loaded=len(clean), rows_quarantined=0
+    )
+
+
 @pytest.mark.parametrize("method", ["load_data", "insert"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_nullable_values_load_as_null_with_either_method(db_secret, strategy, method, request):
+def test_nullable_values_load_as_null_with_either_method(db_secret, method, request):
     from churnops.contract import Column, Contract, Kind
 
     # GIVEN a contract with nullable columns, and clean rows where some values are missing
@@ -568,13 +561,11 @@ def test_nullable_values_load_as_null_with_either_method(db_secret, strategy, me
     with db.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS `{contract.table}`")
     database.ensure_schema(db, contract)
-    run_id = f"null-{strategy}-{method}"
+    run_id = f"null-{method}"
     database.start_run(db, run_id=run_id, contract="nullable", bucket="b", key="k", etag=None)
 
     # WHEN they are loaded
-    outcome = database.load_file(
-        db, contract, clean, run_id=run_id, rows_quarantined=0, strategy=strategy, method=method
-    )
+    outcome = load_through_staging(db, contract, clean, run_id, method)
 
     # THEN missing values are NULL and present ones exact (quotes, commas, non-ASCII included)
     assert outcome.rows_loaded == 3
@@ -596,9 +587,8 @@ def test_a_merge_blocked_by_another_writer_is_retried(lake, db, db_secret, caplo
     changed["MonthlyCharges"] = "42.5"
     key = upload(lake, "second.csv", csv_bytes(changed))
     blocker = database.connect(db_secret)
-    # staged: the hook runs before the merge touches the table, so the other writer's lock comes
-    # first (in direct mode our load would already hold it)
-    request = ingest_request(lake, key, db_secret, "staged")
+    # The hook runs before the merge touches the table, so the other writer's lock comes first.
+    request = ingest_request(lake, key, db_secret)
 
     def lock_then_release(conn) -> None:
         # The job's session gives up on a lock after 1s; the other writer releases it after 1.5s.
@@ -622,9 +612,8 @@ def test_a_merge_blocked_by_another_writer_is_retried(lake, db, db_secret, caplo
     assert [r["status"] for r in audit(db, key)] == ["succeeded"]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_database_crash_mid_load_leaves_the_table_and_a_retry_loads_once(
-    lake, tmp_path, aws_env, need_service, strategy
+    lake, tmp_path, aws_env, need_service
 ):
     """The server itself dies (SIGKILL) with the file's rows written but not committed, and comes
     back (crash recovery, or a failover): InnoDB rolls the load back; the job marks the run failed
@@ -648,14 +637,14 @@ def test_a_database_crash_mid_load_leaves_the_table_and_a_retry_loads_once(
         raw, newer, key = base_loaded_newer_uploaded(
             lake, secret, rows=200, newer_rows=250, seed=71
         )
-        request = ingest_request(lake, key, secret, strategy)
+        request = ingest_request(lake, key, secret)
 
         def crash_and_recover(conn) -> None:
             server.kill()
             server.start()
 
         # WHEN the server crashes after the rows are written, before they are published
-        with pytest.raises(IngestionFailed, match="loading failed"):
+        with pytest.raises(IngestionFailed, match="ingestion failed"):
             ingest_object(request, before_publish=crash_and_recover)
 
         # THEN after recovery the table is as it was and the run is marked failed
@@ -693,9 +682,7 @@ def test_auto_method_falls_back_to_inserts_when_local_infile_is_not_allowed(db_s
             database.start_run(
                 infile, run_id="auto-fallback", contract="telco", bucket="b", key="k", etag=None
             )
-            outcome = database.load_file(
-                infile, TELCO, clean, run_id="auto-fallback", rows_quarantined=0
-            )
+            outcome = load_through_staging(infile, TELCO, clean, "auto-fallback", "auto")
             assert outcome.rows_loaded == 30
             assert_table_holds(db, raw)
         finally:
