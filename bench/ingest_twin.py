@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - started
             held = _rows_held(twin, prefix)
             driver_mb = _peak_mb(daemon)
+            # the JVM starts with the twin's first Glue run: then its peak is its whole life's
+            jvms = [p for p in group_members(daemon) if p != daemon and _is_java(p)]
             jvm_mb = max((_peak_mb(p) for p in jvms), default=0.0)
             print(
                 f"  {outcome['execution']} {outcome['status']} in {seconds:.0f}s: "

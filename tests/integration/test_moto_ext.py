@@ -571,6 +571,11 @@ def test_guard_moto_internals_the_hooks_rely_on(moto_ext):
         assert getattr(patched, "__wrapped__", None) is not None or isinstance(
             patched, extension._Boto3AtTwinEndpoint
         ), f"{owner}.{name} is not patched"
+    # what the ranged-GET view reads: the object's buffer, its lock and its size
+    from moto.s3.models import FakeKey
+
+    key = FakeKey("guard", b"0123456789", account_id=ACCOUNT, region_name="us-east-1")
+    assert key._value_buffer and key.lock and key.size == 10
     # what the replacements call into
     glue_task = state_task_service_glue.StateTaskServiceGlue
     assert callable(glue_task._sync_to_start_job_run)
@@ -632,3 +637,43 @@ def test_rule_delivers_to_a_lambda_target(runner, tmp_path):
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert json.loads(out.read_text()) == {"version": "v2", "previous_version": "v1"}
+
+
+def test_a_ranged_get_reads_only_its_range(moto_ext):
+    """S3 answers a byte range without reading the object (the ingest job reads files in
+    byte-range splits); moto 5.2.5 copies the whole object for every range, the twin does not."""
+    import tracemalloc
+
+    from botocore.exceptions import ClientError
+
+    from churnops.aws import client
+
+    s3 = client("s3")
+    bucket = f"ranges-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    body = bytes(range(256)) * (1 << 18)  # 64 MiB
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=body)
+
+    def get(**kwargs) -> bytes:
+        return s3.get_object(Bucket=bucket, Key="big.bin", **kwargs)["Body"].read()
+
+    for ranged, expected in [
+        ("bytes=0-9", body[:10]),
+        ("bytes=1000-1999", body[1000:2000]),
+        ("bytes=-5", body[-5:]),
+        (f"bytes={len(body) - 3}-{len(body) + 100}", body[-3:]),  # past the end: up to it
+    ]:
+        assert get(Range=ranged) == expected, ranged
+    with pytest.raises(ClientError) as refused:
+        get(Range=f"bytes={len(body) + 10}-")
+    assert refused.value.response["Error"]["Code"] == "InvalidRange"
+    assert get(Range="bytes=x-y") == body  # unparsable: the whole object, as S3 answers
+    assert get() == body
+
+    tracemalloc.start()
+    try:
+        assert get(Range="bytes=5-14") == body[5:15]
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"a 10-byte range allocated {peak / 1e6:.0f} MB"
