@@ -17,8 +17,8 @@ never mis-split. Every other line is read field by field (RFC 4180 quoting) and:
 - has as many fields as the header: a row;
 - has one more, empty, field at its end (a trailing delimiter, as spreadsheet exports write
   it): the same row, the delimiter dropped;
-- otherwise: a malformed row, kept with its reason and its text (`MalformedRows`), never shifted
-  into the wrong columns and never sinking the rest of the file.
+- otherwise: a malformed row, kept with its reason and its text (`ParsedSplit.malformed_*`),
+  never shifted into the wrong columns and never sinking the rest of the file.
 
 A file-level problem found in any split (binary data, not UTF-8, a quoted line break) raises
 `ChurnOpsError` naming the byte offset.
@@ -223,8 +223,9 @@ def parse_lines(
     parsed = ParsedSplit(raw=None, offsets=(starts[good] + offset).astype(np.int64))
     for i in np.flatnonzero(~good):
         parsed.malformed_offsets.append(offset + int(starts[i]))
+        count = int(fields[i])
         parsed.malformed_reasons.append(
-            f"the row has {int(fields[i])} fields, the header has {width}"
+            f"the row has {count} field{'s' if count != 1 else ''}, the header has {width}"
         )
         parsed.malformed_lines.append(chunk[starts[i] : ends[i]].decode("utf-8"))
 

@@ -755,11 +755,14 @@ def sweep_dead_runs(conn: Any, *, stale_after_minutes: int) -> list[str]:
                 ),
             )
         conn.commit()
+        # Tables first, running runs second: a run opens its audit row before it creates its
+        # staging table, so every table listed belongs to a row the second read sees; read the
+        # other way round, a run starting in between would lose its table.
+        cur.execute("SHOW TABLES LIKE %s", (STAGING_PREFIX.replace("_", "\\_") + "%",))
+        tables = [str(next(iter(row.values()))) for row in cur.fetchall()]
         cur.execute(f"SELECT run_id FROM `{AUDIT_TABLE}` WHERE status = %s", (RUNNING,))
         live = {staging_table(str(row["run_id"])) for row in cur.fetchall()}
-        cur.execute("SHOW TABLES LIKE %s", (STAGING_PREFIX.replace("_", "\\_") + "%",))
-        for row in cur.fetchall():
-            name = str(next(iter(row.values())))
+        for name in tables:
             if name not in live:
                 cur.execute(f"DROP TABLE IF EXISTS `{name}`")
     conn.commit()

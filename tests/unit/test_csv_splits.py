@@ -57,6 +57,12 @@ def test_wrong_field_counts_are_kept_with_their_reason_and_the_rest_is_read():
     assert parsed.malformed_offsets == [12, 28]
 
 
+def test_a_line_of_blanks_is_one_field_not_a_row():
+    parsed = parse("a1,basic,10\n   \n")
+    assert parsed.raw["id"].tolist() == ["a1"]
+    assert parsed.malformed_reasons == ["the row has 1 field, the header has 3"]
+
+
 def test_a_quoted_line_break_is_refused_saying_where():
     with pytest.raises(ChurnOpsError, match=r"quoted field holds a line break.*byte 12"):
         parse('a1,basic,10\na2,"two\nlines",20\n')
