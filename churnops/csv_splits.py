@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from churnops import aws, gluejob
+from churnops import gluejob
 from churnops.errors import ChurnOpsError
 
 # The header is read from the first bytes of the object; a header longer than this is not a
@@ -90,7 +90,7 @@ def read_layout(bucket: str, key: str, size: int) -> CsvLayout:
     from churnops.dataset import read_header
 
     source = gluejob.s3_uri(bucket, key)
-    head = _get_range(bucket, key, 0, min(size, HEADER_BYTES)) if size else b""
+    head = gluejob.read_range(bucket, key, 0, min(size, HEADER_BYTES))
     header = read_header(head, source)  # empty, binary, not UTF-8, no delimiter
     line_end = head.find(b"\n")
     if line_end < 0 and size > len(head):
@@ -125,7 +125,7 @@ def read_split(layout: CsvLayout, split: Split) -> tuple[int, bytes]:
     """The bytes of the lines `split` owns and the object offset of the first of them."""
     lo = split.start if split.start == layout.data_start else split.start - 1
     hi = min(layout.size, split.end + 4096)
-    data = bytearray(_get_range(layout.bucket, layout.key, lo, hi))
+    data = bytearray(gluejob.read_range(layout.bucket, layout.key, lo, hi))
     first = 0
     if lo != split.start:  # skip the line that started in the previous split
         while (cut := data.find(b"\n")) < 0 and hi < layout.size:
@@ -143,21 +143,8 @@ def read_split(layout: CsvLayout, split: Split) -> tuple[int, bytes]:
 
 def _extend(layout: CsvLayout, data: bytearray, hi: int) -> int:
     more = min(layout.size, hi + OVERREAD_BYTES)
-    data += _get_range(layout.bucket, layout.key, hi, more)
+    data += gluejob.read_range(layout.bucket, layout.key, hi, more)
     return more
-
-
-def _get_range(bucket: str, key: str, start: int, stop: int) -> bytes:
-    """Bytes [start, stop) of the object."""
-    if stop <= start:
-        return b""
-    body = aws.client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")[
-        "Body"
-    ]
-    try:
-        return bytes(body.read())
-    finally:
-        body.close()
 
 
 # ---- a task: its rows ----------------------------------------------------------------------------

@@ -228,11 +228,12 @@ def _migrate(conn: Any, contract: Contract) -> None:
     id_col = contract.column(contract.id_column)
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS"
-            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            (contract.table,),
+            "SELECT TABLE_NAME, COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (%s, %s)",
+            (contract.table, SCORES_TABLE),
         )
-        present = {str(row[0]) for row in cur.fetchall()}
+        found = cur.fetchall()
+        present = {str(column) for table, column, _ in found if table == contract.table}
         missing = [c for c in contract.column_names if c not in present]
         if missing:
             raise ChurnOpsError(
@@ -240,19 +241,13 @@ def _migrate(conn: Any, contract: Contract) -> None:
                 f"contract and lacks column(s) {', '.join(missing)}: add them (see "
                 f"`Contract.ddl`) or rename the table, then retry the file"
             )
-        for table in (contract.table, SCORES_TABLE):
-            cur.execute(
-                "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA ="
-                " DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
-                (table, id_col.name),
-            )
-            row = cur.fetchone()
-            if row and row[0] and str(row[0]) != ID_COLLATION:
+        for table, column, collation in found:
+            if column == id_col.name and collation and str(collation) != ID_COLLATION:
                 log.warning(
                     "migrating %s.%s from collation %s to %s",
                     table,
-                    id_col.name,
-                    row[0],
+                    column,
+                    collation,
                     ID_COLLATION,
                 )
                 cur.execute(
@@ -280,10 +275,12 @@ def start_run(
 
 
 def _finish_sql() -> str:
+    """Close a run's audit row: only while it is `running`, so a row once closed is never
+    overwritten (the parameters end with the run id)."""
     return (
         f"UPDATE `{AUDIT_TABLE}` SET status = %s, rows_read = %s, rows_loaded = %s,"
         " rows_quarantined = %s, error = %s, curated_uri = %s, quarantine_uri = %s,"
-        " finished_at = %s WHERE run_id = %s"
+        f" finished_at = %s WHERE run_id = %s AND status = '{RUNNING}'"
     )
 
 
@@ -293,8 +290,7 @@ def fail_run(conn: Any, run_id: str, error: str) -> bool:
     may have succeeded, and the database is the one that knows. Returns whether it was marked."""
     with conn.cursor() as cur:
         marked = cur.execute(
-            _finish_sql() + " AND status = %s",
-            (FAILED, 0, 0, 0, error[:60_000], None, None, now(), run_id, RUNNING),
+            _finish_sql(), (FAILED, 0, 0, 0, error[:60_000], None, None, now(), run_id)
         )
     conn.commit()
     return bool(marked)
@@ -453,8 +449,9 @@ def repeated_rows(conn: Any, contract: Contract, run_id: str) -> list[int]:
     """Source offsets of the clean staged rows whose id occurs on an earlier row of the file
     (in another split: a split's own repeats were rejected by the contract already).
 
-    One grouping pass finds the repeated ids (usually none); only when there are some, a second
-    pass joins the staging table to them (in a temporary table keyed by id)."""
+    One grouping pass puts the repeated ids, with the offset of their first row, in a temporary
+    table keyed by id (usually empty); only when there are some, the staging table is joined to
+    it."""
     staging = staging_table(run_id)
     id_col = contract.column(contract.id_column)
     name = id_col.name
@@ -464,25 +461,20 @@ def repeated_rows(conn: Any, contract: Contract, run_id: str) -> list[int]:
         # to an on-disk table, which at a million ids takes seconds instead of a fraction of one.
         cur.execute("SET SESSION max_heap_table_size = %s, tmp_table_size = %s", (1 << 30, 1 << 30))
         cur.execute(
-            f"SELECT COUNT(*) FROM (SELECT `{name}` FROM `{staging}` GROUP BY `{name}`"
-            " HAVING COUNT(*) > 1) AS d"
-        )
-        if not int(cur.fetchone()[0]):
-            conn.commit()
-            return []
-        cur.execute(
             f"CREATE TEMPORARY TABLE `{repeats}` (`{name}` {contract.sql_type(id_col)} NOT NULL"
             f" PRIMARY KEY, first_offset BIGINT NOT NULL) SELECT `{name}`,"
             f" MIN(`{SOURCE_OFFSET}`) AS first_offset FROM `{staging}` GROUP BY `{name}`"
             " HAVING COUNT(*) > 1"
         )
+        found: list[int] = []
         try:
-            cur.execute(
-                f"SELECT s.`{SOURCE_OFFSET}` FROM `{staging}` AS s JOIN `{repeats}` AS r"
-                f" ON s.`{name}` = r.`{name}` AND s.`{SOURCE_OFFSET}` > r.first_offset"
-                f" WHERE s.`{REJECTED}` = 0 ORDER BY s.`{SOURCE_OFFSET}`"
-            )
-            found = [int(row[0]) for row in cur.fetchall()]
+            if cur.rowcount:
+                cur.execute(
+                    f"SELECT s.`{SOURCE_OFFSET}` FROM `{staging}` AS s JOIN `{repeats}` AS r"
+                    f" ON s.`{name}` = r.`{name}` AND s.`{SOURCE_OFFSET}` > r.first_offset"
+                    f" WHERE s.`{REJECTED}` = 0 ORDER BY s.`{SOURCE_OFFSET}`"
+                )
+                found = [int(row[0]) for row in cur.fetchall()]
         finally:
             cur.execute(f"DROP TEMPORARY TABLE IF EXISTS `{repeats}`")
     conn.commit()
@@ -647,7 +639,7 @@ def _in_transaction(
         try:
             cur.execute("START TRANSACTION")
             affected = publish()
-            if cur.execute(_finish_sql() + " AND status = %s", (*finish, RUNNING)) != 1:
+            if cur.execute(_finish_sql(), finish) != 1:
                 raise ChurnOpsError(f"run {run_id} is no longer running (closed by a sweeper?)")
             if before_commit is not None:
                 before_commit()
@@ -738,21 +730,11 @@ def sweep_dead_runs(conn: Any, *, stale_after_minutes: int) -> list[str]:
         )
         dead = [str(row["run_id"]) for row in cur.fetchall()]
         for run_id in dead:
-            cur.execute(
-                _finish_sql() + " AND status = %s",
-                (
-                    FAILED,
-                    0,
-                    0,
-                    0,
-                    f"the run stopped without closing its audit row (its job was stopped, "
-                    f"killed or timed out); closed after {stale_after_minutes} minutes",
-                    None,
-                    None,
-                    now(),
-                    run_id,
-                    RUNNING,
-                ),
+            fail_run(
+                conn,
+                run_id,
+                "the run stopped without closing its audit row (its job was stopped, killed or "
+                f"timed out); closed after {stale_after_minutes} minutes",
             )
         conn.commit()
         # Tables first, running runs second: a run opens its audit row before it creates its

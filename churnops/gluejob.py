@@ -139,6 +139,19 @@ def read_bytes(bucket: str, key: str) -> bytes:
         body.close()
 
 
+def read_range(bucket: str, key: str, start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of the object, with one ranged GET."""
+    if stop <= start:
+        return b""
+    body = aws.client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")[
+        "Body"
+    ]
+    try:
+        return bytes(body.read())
+    finally:
+        body.close()
+
+
 def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> str:
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
     return s3_uri(bucket, key)
@@ -198,14 +211,8 @@ class S3RangeFile(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if self._position >= self.size or len(view) == 0:
             return 0
-        end = min(self.size, self._position + len(view)) - 1
-        body = aws.client("s3").get_object(
-            Bucket=self.bucket, Key=self.key, Range=f"bytes={self._position}-{end}"
-        )["Body"]
-        try:
-            data = body.read()
-        finally:
-            body.close()
+        stop = min(self.size, self._position + len(view))
+        data = read_range(self.bucket, self.key, self._position, stop)
         view[: len(data)] = data
         self._position += len(data)
         return len(data)

@@ -236,20 +236,20 @@ def _ingest(
     rows_quarantined = sum(int(r["rows_quarantined"]) for r in loaded)
     curated_uri = gluejob.s3_uri(request.curated_bucket, plan.curated_prefix)
 
+    def quarantine_uri(quarantined: int) -> str | None:
+        return (
+            gluejob.s3_uri(request.curated_bucket, plan.quarantine_prefix) if quarantined else None
+        )
+
     def merge(repeats: int, before_commit: Callable[[], None] | None) -> database.LoadOutcome:
-        quarantined = rows_quarantined + repeats
         return database.merge_staging(
             conn,
             contract,
             run_id=run_id,
             rows_loaded=rows_loaded - repeats,
-            rows_quarantined=quarantined,
+            rows_quarantined=rows_quarantined + repeats,
             curated_uri=curated_uri,
-            quarantine_uri=(
-                gluejob.s3_uri(request.curated_bucket, plan.quarantine_prefix)
-                if quarantined
-                else None
-            ),
+            quarantine_uri=quarantine_uri(rows_quarantined + repeats),
             before_publish=before_publish,
             before_commit=before_commit,
         )
@@ -280,11 +280,7 @@ def _ingest(
         rows_quarantined=outcome.rows_quarantined,
         rows_affected=outcome.rows_affected,
         curated_uri=curated_uri,
-        quarantine_uri=(
-            gluejob.s3_uri(request.curated_bucket, plan.quarantine_prefix)
-            if outcome.rows_quarantined
-            else None
-        ),
+        quarantine_uri=quarantine_uri(outcome.rows_quarantined),
         splits=len(splits),
         seconds=timer.seconds,
     )
@@ -307,15 +303,19 @@ def load_split(plan: _Plan, split: Split) -> dict[str, Any]:
 
     contract = get_contract(plan.contract_name)
     id_column = contract.id_column
-    counts: dict[str, Any] = {"split": split.index, "rows_read": 0, "rows_loaded": 0}
-    counts.update(rows_quarantined=0, problem=None)
     try:
         offset, chunk = read_split(plan.layout, split)
         parsed = parse_lines(
             chunk, offset, plan.layout.header, plan.layout.source, distinct_columns=[id_column]
         )
     except ChurnOpsError as err:
-        return {**counts, "problem": str(err)}
+        return {
+            "split": split.index,
+            "rows_read": 0,
+            "rows_loaded": 0,
+            "rows_quarantined": 0,
+            "problem": str(err),
+        }
     del chunk
     raw = parsed.raw
     checked = contract.validate(raw)
@@ -344,10 +344,13 @@ def load_split(plan: _Plan, split: Split) -> dict[str, Any]:
         if len(rejected):
             _put_quarantine(plan, f"{plan.quarantine_prefix}{part}.csv", rejected)
         if len(clean):
+            import pyarrow as pa
+
+            curated = clean.drop(columns=[database.SOURCE_OFFSET])
             _put_curated(
                 plan,
                 f"{plan.curated_prefix}{part}.parquet",
-                clean.drop(columns=[database.SOURCE_OFFSET]),
+                pa.Table.from_pandas(curated, preserve_index=False),
             )
 
     # The parts are written while the database takes the rows (the server works in its own
@@ -371,10 +374,11 @@ def load_split(plan: _Plan, split: Split) -> dict[str, Any]:
             _close_quietly(conn)
         parts.result()
     return {
-        **counts,
+        "split": split.index,
         "rows_read": len(raw) + len(parsed.malformed_offsets),
         "rows_loaded": loaded,
         "rows_quarantined": len(rejected),
+        "problem": None,
     }
 
 
@@ -384,12 +388,12 @@ def _put_quarantine(plan: _Plan, key: str, rejected: Any) -> None:
     gluejob.put_bytes(plan.curated_bucket, key, body, "text/csv")
 
 
-def _put_curated(plan: _Plan, key: str, clean: Any) -> None:
-    import pyarrow as pa
+def _put_curated(plan: _Plan, key: str, table: Any) -> None:
+    """A curated part: the clean rows of one split as a Parquet object (a pyarrow Table)."""
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), sink)
+    pq.write_table(table, sink)
     gluejob.put_bytes(plan.curated_bucket, key, sink.getvalue(), "application/vnd.apache.parquet")
 
 
@@ -462,11 +466,7 @@ def _quarantine_repeats(conn: Any, plan: _Plan, contract: Contract, offsets: lis
         gone = pa.array(rows[id_column].str.strip().tolist(), type=pa.string())
         kept = curated.filter(pc.invert(pc.is_in(curated[id_column], value_set=gone)))
         if kept.num_rows:
-            sink = io.BytesIO()
-            pq.write_table(kept, sink)
-            gluejob.put_bytes(
-                plan.curated_bucket, key, sink.getvalue(), "application/vnd.apache.parquet"
-            )
+            _put_curated(plan, key, kept)
         else:
             gluejob.delete_objects(plan.curated_bucket, [key])
     database.unstage(conn, plan.run_id, offsets)
@@ -537,11 +537,12 @@ def _record_failure(request: IngestRequest, run_id: str, message: str) -> Ingest
         log.error("could not mark run %s failed (the next run's sweep will): %s", run_id, err)
         return None
     try:
-        if not database.fail_run(conn, run_id, message):
+        marked = database.fail_run(conn, run_id, message)
+        database.drop_staging(conn, run_id)
+        if not marked:
             row = database.run_status(conn, run_id)
             if row and row["status"] == database.SUCCEEDED:
                 log.warning("run %s: %s; but its commit landed: succeeded", run_id, message)
-                database.drop_staging(conn, run_id)
                 return IngestResult(
                     run_id=run_id,
                     status=database.SUCCEEDED,
@@ -552,7 +553,6 @@ def _record_failure(request: IngestRequest, run_id: str, message: str) -> Ingest
                     curated_uri=row["curated_uri"],
                     quarantine_uri=row["quarantine_uri"],
                 )
-        database.drop_staging(conn, run_id)
     except Exception as err:
         log.error("could not mark run %s failed: %s", run_id, _describe(err))
     finally:

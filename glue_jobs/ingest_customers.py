@@ -40,16 +40,16 @@ RUN_ARGS = ("source_bucket", "source_key")
 
 
 def main(argv: list[str] | None = None, spark: Any = None) -> dict[str, Any]:
-    """Ingest the object named by the arguments on `spark` (Glue's session when None); returns
-    the run summary."""
+    """Ingest the object named by the arguments on `spark` (Glue's session when None, started
+    only once the header has passed); returns the run summary."""
     import logging
 
-    from churnops.gluejob import resolve_args, spark_session
+    from churnops.gluejob import resolve_args
     from churnops.ingestion import ingest_object, request_from_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = resolve_args(argv, REQUIRED_ARGS, OPTIONAL_ARGS)
-    result = ingest_object(request_from_args(args), spark_session(spark))
+    result = ingest_object(request_from_args(args), spark)
     return result.to_dict()
 
 
