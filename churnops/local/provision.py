@@ -477,25 +477,6 @@ class Provisioner:
             for script in scripts:
                 if script.read_bytes() == staged_bytes:
                     return script
-            # The script was edited after this assembly was synthesized (a given --cdk-out): the
-            # closest script by content is the edited one; say so, since it is a guess.
-            import difflib
-
-            text = staged_bytes.decode(errors="replace")
-            scored = [
-                (difflib.SequenceMatcher(None, text, p.read_text(errors="replace")).ratio(), p)
-                for p in scripts
-            ]
-            if scored:
-                ratio, best = max(scored)
-                if ratio > 0.6:
-                    LOG.warning(
-                        "Glue script %s changed since synthesis; running %s (%.0f%% similar)",
-                        file_name,
-                        best.name,
-                        ratio * 100,
-                    )
-                    return best
         raise ChurnOpsError(
             f"Glue script {location}: no file in glue_jobs/ matches it (synthesized template stale?)"
         )

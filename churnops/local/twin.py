@@ -49,7 +49,10 @@ def _quiet(_: str) -> None:
 
 # -- synthesis --------------------------------------------------------------------------------
 def synth_fingerprint(repo_root: Path = REPO_ROOT) -> str:
-    digest = hashlib.sha256()
+    """The sources' bytes and the clone's location: an assembly synthesized with --no-staging
+    names each asset by the absolute path of its source, so a second clone with the same bytes
+    (or a clone since deleted) must not reuse another clone's assembly."""
+    digest = hashlib.sha256(str(repo_root.resolve()).encode())
     for name in _SYNTH_INPUTS:
         path = repo_root / name
         files = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []

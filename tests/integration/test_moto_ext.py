@@ -670,10 +670,15 @@ def test_a_ranged_get_reads_only_its_range(moto_ext):
     assert get(Range="bytes=x-y") == body  # unparsable: the whole object, as S3 answers
     assert get() == body
 
+    import gc
+
+    gc.collect()  # the whole-object reads above are not this range's allocations
     tracemalloc.start()
     try:
         assert get(Range="bytes=5-14") == body[5:15]
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 8 << 20, f"a 10-byte range allocated {peak / 1e6:.0f} MB"
+    # copying the object would allocate more than its size (67 MB for these 64 MiB); the range
+    # itself needs kilobytes, the rest is request handling in the server's threads (6-10 MB seen)
+    assert peak < len(body) // 4, f"a 10-byte range allocated {peak / 1e6:.0f} MB"
