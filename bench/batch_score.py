@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from churnops.spark import local_spark_session
     from churnops.synthetic import generate
     from churnops.training import TrainingOptions, train
+    from churnops.wiring import BatchScoreArgs
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     server = _moto_server()
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         Key="snapshots/warm/customers/part-0.parquet",
         Body=warm_buffer.getvalue(),
     )
-    request = batch_scoring.BatchScoreRequest(
+    request = BatchScoreArgs(
         registry_uri="s3://bench-registry/models",
         input_uri="s3://bench-curated/snapshots/bench/customers/",
         curated_bucket="bench-curated",

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
 
-    from churnops.local.twin import Twin, group_members
+    from churnops.local.processes import group_members
+    from churnops.local.twin import Twin
 
     work = Path(tempfile.mkdtemp(prefix="churnops-bench-twin-"))
     twin = Twin(work / "state")

@@ -126,7 +126,7 @@ def _register_champion(sample: Any, registry_uri: str) -> str:
 def _function_environment(args: argparse.Namespace, secret_arn: str) -> dict[str, str]:
     """What stacks/training.py gives every task function (the snapshot's database settings
     included), with the deployed defaults of cdk.json."""
-    from churnops.retrain.settings import GateSettings
+    from churnops.wiring import GateSettings
 
     return {
         "REGISTRY_URI": "s3://bench-registry/models",

@@ -130,14 +130,15 @@ def run(tmp: Path) -> None:
     from churnops.dataset import read_customers
     from churnops.model import model_frame
     from churnops.registry import MODEL_JOBLIB, Registry
-    from churnops.serving.app import ServingApp, ServingSettings
+    from churnops.serving.app import ServingApp
     from churnops.serving.validation import RequestValidator
+    from churnops.wiring import ServingEnvironment
     from lambdas.serving import handler as lambda_module
 
     registry = Registry.open(registry_uri)
     version = registry.require_champion()["version"]
     sklearn_model = joblib.load(io.BytesIO(registry.read(version, MODEL_JOBLIB)))
-    app = ServingApp(ServingSettings(registry_uri=registry_uri, max_batch_size=1000))
+    app = ServingApp(ServingEnvironment(registry_uri=registry_uri, max_batch_size=1000))
     app.warm_up()
     model = app.champion.current()
     assert model is not None, "no champion loaded"

@@ -9,7 +9,8 @@ moves no customer data:
 1. plan (driver): list the snapshot's Parquet parts and read each part's footer (two ranged
    GETs) to make one task per row group;
 2. score (executors, `mapInPandas` over one row per task): each task reads its row group with
-   ranged GETs, scores it with the broadcast ONNX model, writes its own output part to S3 and
+   ranged GETs, scores it with the broadcast ONNX model (`churnops.scoring`), writes its own
+   output part to S3 (the score schema of `churnops.wiring`) and
    upserts its scores into the database in bounded batches; only a line of counts per task
    comes back to the driver;
 3. commit (driver): write the partition's manifest, one PUT that S3 makes visible at once, then
@@ -35,38 +36,27 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from churnops import aws, gluejob
+from churnops import aws, gluejob, storage
 from churnops.errors import ChurnOpsError
+from churnops.wiring import SCORE_SCHEMA, BatchScoreArgs, predictions_partition
+
+if TYPE_CHECKING:
+    from churnops.scoring import OnnxModel
+
+log = logging.getLogger("churnops.glue.batch_score")
 
 MANIFEST = "_manifest.json"
 PART_SUFFIX = ".parquet"
-# Written by the tasks: the contract's id column, then these.
-SCORE_COLUMNS = ("churn_probability", "churn_prediction", "model_version")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Returned by each task to the driver: counts, never customers.
 _TASK_RESULT_SCHEMA = "task long, output_key string, rows long, churners long, upserted long"
-
-
-@dataclass(frozen=True)
-class BatchScoreRequest:
-    registry_uri: str
-    input_uri: str  # a snapshot prefix ending in "/" (every .parquet under it) or one object
-    curated_bucket: str
-    contract_name: str = "telco"
-    model_version: str = ""  # "": the champion
-    processing_date: str = ""  # "": today (UTC)
-    output_prefix: str = "predictions"
-    db_secret_arn: str = ""  # "": scores go to S3 only
-    db_name: str = ""
-
-    def partition_prefix(self, processing_date: str) -> str:
-        return f"{self.output_prefix.strip('/')}/processing_date={processing_date}/"
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,8 @@ def load_model(registry_uri: str, version: str | None, contract_name: str) -> di
     """The model's ONNX bytes and what scoring needs from its card: small enough to broadcast.
     A model of another contract, or of another version of this contract, is refused."""
     from churnops.contract import get_contract
-    from churnops.registry import MODEL_ONNX, Registry
+    from churnops.registry import Registry
+    from churnops.wiring import MODEL_ONNX
 
     registry = Registry.open(registry_uri)
     if not version:
@@ -103,41 +94,25 @@ def load_model(registry_uri: str, version: str | None, contract_name: str) -> di
     }
 
 
-class Scorer:
-    """Probabilities for clean customers with one ONNX Runtime session (one per Python worker)."""
-
-    def __init__(self, model: dict[str, Any]) -> None:
-        import onnxruntime as ort
-
-        from churnops.contract import get_contract
-
-        self.contract = get_contract(model["contract"])
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # Spark runs one task per core; one ONNX Runtime thread per task avoids oversubscription.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            model["onnx"], options, providers=["CPUExecutionProvider"]
-        )
-
-    def probability(self, frame: Any) -> Any:
-        from churnops.features import model_frame
-        from churnops.onnx_export import onnx_probability
-
-        return onnx_probability(self.session, model_frame(frame, self.contract), self.contract)
-
-
 # One scorer per Python worker process and model version (a version's bytes never change):
 # building a session costs milliseconds, and Spark reuses Python workers between tasks.
-_SCORERS: dict[str, Scorer] = {}
+_SCORERS: dict[str, OnnxModel] = {}
 
 
-def _scorer(model: dict[str, Any]) -> Scorer:
-    scorer = _SCORERS.get(model["version"])
-    if scorer is None:
-        scorer = _SCORERS[model["version"]] = Scorer(model)
-    return scorer
+def scorer(model: dict[str, Any]) -> OnnxModel:
+    """The broadcast model (`load_model`'s dict) as this worker's ONNX scorer."""
+    found = _SCORERS.get(model["version"])
+    if found is None:
+        from churnops.contract import get_contract
+        from churnops.scoring import OnnxModel
+
+        found = _SCORERS[model["version"]] = OnnxModel(
+            model["onnx"],
+            get_contract(model["contract"]),
+            version=model["version"],
+            threshold=model["threshold"],
+        )
+    return found
 
 
 # ---- 1. plan --------------------------------------------------------------------------------------
@@ -148,11 +123,11 @@ def snapshot_parts(input_uri: str) -> list[tuple[str, str, int]]:
     if key.endswith("/") or not key:
         parts = [
             (bucket, str(o["Key"]), int(o["Size"]))
-            for o in gluejob.list_objects(bucket, key)
+            for o in storage.list_objects(bucket, key)
             if str(o["Key"]).endswith(PART_SUFFIX)
         ]
     else:
-        meta = gluejob.head(bucket, key)
+        meta = storage.head(bucket, key)
         parts = [] if meta is None else [(bucket, key, int(meta["ContentLength"]))]
     if not parts:
         raise ChurnOpsError(f"no Parquet input at {input_uri}")
@@ -166,12 +141,12 @@ def plan_tasks(parts: Sequence[tuple[str, str, int]]) -> list[ScoringTask]:
 
     tasks: list[ScoringTask] = []
     for bucket, key, size in parts:
-        with io.BufferedReader(gluejob.S3RangeFile(bucket, key, size), 1 << 16) as handle:
+        with io.BufferedReader(storage.S3RangeFile(bucket, key, size), 1 << 16) as handle:
             try:
                 metadata = pq.ParquetFile(handle).metadata
             except (pa.ArrowException, OSError) as err:
                 raise ChurnOpsError(
-                    f"{gluejob.s3_uri(bucket, key)} is not a readable Parquet file: {err}"
+                    f"{storage.s3_uri(bucket, key)} is not a readable Parquet file: {err}"
                 ) from None
         for group in range(metadata.num_row_groups):
             rows = metadata.row_group(group).num_rows
@@ -181,50 +156,52 @@ def plan_tasks(parts: Sequence[tuple[str, str, int]]) -> list[ScoringTask]:
 
 
 # ---- 2. score (runs on the executors) -----------------------------------------------------------
+# The score schema's portable types as Arrow's.
+_ARROW_TYPES = {"double": "float64", "int": "int32", "string": "string"}
+
+
 def score_task(
     task: ScoringTask,
     model: dict[str, Any],
-    request: BatchScoreRequest,
+    request: BatchScoreArgs,
     processing_date: str,
     run_id: str,
 ) -> dict[str, Any]:
     """Read one row group, score it, write its output part, upsert its scores; the counts."""
-    import numpy as np
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    scorer = _scorer(model)
-    contract = scorer.contract
+    from churnops.scoring import score
+
+    onnx = scorer(model)
+    contract = onnx.contract
     id_column = contract.id_column
-    with io.BufferedReader(gluejob.S3RangeFile(task.bucket, task.key, task.size), 1 << 20) as f:
+    with io.BufferedReader(storage.S3RangeFile(task.bucket, task.key, task.size), 1 << 20) as f:
         parquet = pq.ParquetFile(f)
         missing = [
             c for c in (id_column, *contract.feature_names) if c not in parquet.schema_arrow.names
         ]
         if missing:
             raise ChurnOpsError(
-                f"{gluejob.s3_uri(task.bucket, task.key)} lacks contract column(s): "
+                f"{storage.s3_uri(task.bucket, task.key)} lacks contract column(s): "
                 + ", ".join(missing)
             )
         customers = parquet.read_row_group(
             task.row_group, columns=[id_column, *contract.feature_names]
         ).to_pandas()
-    probability = np.asarray(scorer.probability(customers), dtype=np.float64)
-    scores = pd.DataFrame(
-        {
-            id_column: customers[id_column].astype(str).to_numpy(),
-            "churn_probability": probability,
-            "churn_prediction": (probability >= model["threshold"]).astype(np.int32),
-            "model_version": model["version"],
-        }
+    customers[id_column] = customers[id_column].astype(str)
+    scores = score(customers, onnx, contract)
+    schema = pa.schema(
+        [(id_column, pa.string())]
+        + [(name, pa.type_for_alias(_ARROW_TYPES[kind])) for name, kind in SCORE_SCHEMA]
     )
     output_key = (
-        f"{request.partition_prefix(processing_date)}run={run_id}/part-{task.index:05d}.parquet"
+        predictions_partition(request.output_prefix, processing_date)
+        + f"run={run_id}/part-{task.index:05d}.parquet"
     )
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), buffer)
-    gluejob.put_bytes(
+    pq.write_table(pa.Table.from_pandas(scores, schema=schema, preserve_index=False), buffer)
+    storage.put_bytes(
         request.curated_bucket, output_key, buffer.getvalue(), "application/vnd.apache.parquet"
     )
     upserted = 0
@@ -251,7 +228,7 @@ def score_tasks(
     spark: Any,
     tasks: Sequence[ScoringTask],
     model: dict[str, Any],
-    request: BatchScoreRequest,
+    request: BatchScoreArgs,
     processing_date: str,
     run_id: str,
 ) -> list[dict[str, Any]]:
@@ -270,7 +247,7 @@ def score_tasks(
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         plan = shared.value
-        request_ = BatchScoreRequest(**plan["request"])
+        request_ = BatchScoreArgs(**plan["request"])
         for batch in batches:
             for index in batch["id"]:
                 done = score_task(
@@ -292,13 +269,13 @@ def score_tasks(
 
 # ---- 3. commit -------------------------------------------------------------------------------------
 def commit(
-    request: BatchScoreRequest, processing_date: str, run_id: str, manifest: dict[str, Any]
+    request: BatchScoreArgs, processing_date: str, run_id: str, manifest: dict[str, Any]
 ) -> list[str]:
     """Make the run's parts the partition's output (one PUT), then remove every other object
     under the partition: earlier runs' parts, and parts of runs that failed. Returns what was
     removed."""
-    prefix = request.partition_prefix(processing_date)
-    gluejob.put_bytes(
+    prefix = predictions_partition(request.output_prefix, processing_date)
+    storage.put_bytes(
         request.curated_bucket,
         prefix + MANIFEST,
         json.dumps(manifest, indent=1).encode(),
@@ -307,28 +284,28 @@ def commit(
     keep = {prefix + MANIFEST, *manifest["parts"]}
     stale = [
         str(o["Key"])
-        for o in gluejob.list_objects(request.curated_bucket, prefix)
+        for o in storage.list_objects(request.curated_bucket, prefix)
         if str(o["Key"]) not in keep
     ]
-    gluejob.delete_objects(request.curated_bucket, stale)
+    storage.delete_objects(request.curated_bucket, stale)
     return stale
 
 
 def committed_manifest(bucket: str, partition_prefix: str) -> dict[str, Any] | None:
-    if gluejob.head(bucket, partition_prefix + MANIFEST) is None:
+    try:
+        return dict(json.loads(storage.read_bytes(bucket, partition_prefix + MANIFEST)))
+    except storage.ObjectNotFoundError:
         return None
-    return dict(json.loads(gluejob.read_bytes(bucket, partition_prefix + MANIFEST)))
 
 
 def read_committed(bucket: str, output_prefix: str, processing_date: str) -> Any:
     """The committed scores of one processing date as a pandas frame (empty when none)."""
     import pandas as pd
 
-    prefix = f"{output_prefix.strip('/')}/processing_date={processing_date}/"
-    manifest = committed_manifest(bucket, prefix)
+    manifest = committed_manifest(bucket, predictions_partition(output_prefix, processing_date))
     if manifest is None:
         return pd.DataFrame()
-    frames = [pd.read_parquet(io.BytesIO(gluejob.read_bytes(bucket, k))) for k in manifest["parts"]]
+    frames = [pd.read_parquet(io.BytesIO(storage.read_bytes(bucket, k))) for k in manifest["parts"]]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -338,15 +315,20 @@ def new_run_id(moment: dt.datetime | None = None) -> str:
     return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
 
 
-def run_batch_score(spark: Any, request: BatchScoreRequest) -> dict[str, Any]:
-    """Score every customer of `request.input_uri`; the job's summary."""
+def run_batch_score(spark: Any, request: BatchScoreArgs) -> dict[str, Any]:
+    """Score every customer of `request.input_uri` on `spark` (Glue's session, or a local one,
+    when None, started once there are tasks); the job's summary."""
     processing_date = request.processing_date or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     if not _DATE.match(processing_date):
         raise ChurnOpsError(f"--processing_date {processing_date!r} is not YYYY-MM-DD")
     model = load_model(request.registry_uri, request.model_version or None, request.contract_name)
     tasks = plan_tasks(snapshot_parts(request.input_uri))
     run_id = new_run_id()
-    results = score_tasks(spark, tasks, model, request, processing_date, run_id) if tasks else []
+    results = (
+        score_tasks(gluejob.spark_session(spark), tasks, model, request, processing_date, run_id)
+        if tasks
+        else []
+    )
     rows = sum(int(r["rows"]) for r in results)
     manifest = {
         "run_id": run_id,
@@ -358,15 +340,19 @@ def run_batch_score(spark: Any, request: BatchScoreRequest) -> dict[str, Any]:
         "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     removed = commit(request, processing_date, run_id, manifest)
-    return {
+    summary = {
         "model_version": model["version"],
         "processing_date": processing_date,
         "run_id": run_id,
         "rows": rows,
         "predicted_churners": sum(int(r["churners"]) for r in results),
-        "output": gluejob.s3_uri(request.curated_bucket, request.partition_prefix(processing_date)),
+        "output": storage.s3_uri(
+            request.curated_bucket, predictions_partition(request.output_prefix, processing_date)
+        ),
         "files": len(results),
         "tasks": len(tasks),
         "rows_upserted": sum(int(r["upserted"]) for r in results),
         "replaced_objects": len(removed),
     }
+    log.info("batch scoring done: %s", json.dumps(summary))
+    return summary

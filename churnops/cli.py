@@ -59,7 +59,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"churnops {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        # The S3 adapter lets AWS errors other than "not found" through as botocore raised them
+        # (Step Functions retries them by name); at the command line they are one line too.
+        problem = _aws_problem(err)
+        if problem is None:
+            raise
+        print(f"churnops {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def _aws_problem(err: BaseException) -> str | None:
+    """An AWS call's failure as the service reported it (error code and message, which name the
+    resource but never a credential); None for any other exception."""
+    if not type(err).__module__.startswith("botocore"):
+        return None
+    response = getattr(err, "response", None)
+    if isinstance(response, dict) and response.get("Error"):
+        error = response["Error"]
+        operation = getattr(err, "operation_name", "") or "AWS call"
+        return f"{operation}: {error.get('Code', type(err).__name__)}: {error.get('Message', '')}"
+    return f"{type(err).__name__}: {err}"
 
 
 if __name__ == "__main__":

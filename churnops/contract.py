@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from churnops.errors import ChurnOpsError, ContractMismatchError
 
-if TYPE_CHECKING:  # pandas is imported inside validate(): the serving image carries no pandas
+# numpy and pandas are imported where rows are validated: the serving image carries no pandas,
+# and `cdk synth` (stacks/serving.py builds the API's request model from a contract) neither.
+if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 REJECT_REASON = "reject_reason"
@@ -231,6 +232,7 @@ class Contract:
         Each column is factorised first and every check runs once per distinct value: customer
         files have few distinct values per column, which makes a million rows take about a second.
         """
+        import numpy as np
         import pandas as pd
 
         problems = self.check_header(raw.columns, target_required=target_required)
@@ -336,6 +338,8 @@ class Contract:
 
     def target_vector(self, clean: pd.DataFrame) -> np.ndarray:
         """1 for the positive label, 0 otherwise; rows with an unknown target must be dropped first."""
+        import numpy as np
+
         return (clean[self.target_column] == self.positive_label).to_numpy(dtype=np.int8)
 
     # ---- derived schemas ----------------------------------------------------------------------

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from churnops import gluejob
+from churnops import storage
 from churnops.errors import ChurnOpsError
 
 # The header is read from the first bytes of the object; a header longer than this is not a
@@ -63,7 +64,7 @@ class CsvLayout:
 
     @property
     def source(self) -> str:
-        return gluejob.s3_uri(self.bucket, self.key)
+        return storage.s3_uri(self.bucket, self.key)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class ParsedSplit:
     """The rows of one split, in file order."""
 
     raw: Any  # pandas DataFrame of strings, columns = the header
-    offsets: np.ndarray  # byte offset in the object of each row's line (int64)
+    offsets: npt.NDArray[np.int64]  # byte offset in the object of each row's line (int64)
     malformed_offsets: list[int] = field(default_factory=list)
     malformed_reasons: list[str] = field(default_factory=list)
     malformed_lines: list[str] = field(default_factory=list)
@@ -89,8 +90,8 @@ def read_layout(bucket: str, key: str, size: int) -> CsvLayout:
     """Read and check the first line. Raises ChurnOpsError for a file that cannot be a CSV."""
     from churnops.dataset import read_header
 
-    source = gluejob.s3_uri(bucket, key)
-    head = gluejob.read_range(bucket, key, 0, min(size, HEADER_BYTES))
+    source = storage.s3_uri(bucket, key)
+    head = storage.read_range(bucket, key, 0, min(size, HEADER_BYTES))
     header = read_header(head, source)  # empty, binary, not UTF-8, no delimiter
     line_end = head.find(b"\n")
     if line_end < 0 and size > len(head):
@@ -125,7 +126,7 @@ def read_split(layout: CsvLayout, split: Split) -> tuple[int, bytes]:
     """The bytes of the lines `split` owns and the object offset of the first of them."""
     lo = split.start if split.start == layout.data_start else split.start - 1
     hi = min(layout.size, split.end + 4096)
-    data = bytearray(gluejob.read_range(layout.bucket, layout.key, lo, hi))
+    data = bytearray(storage.read_range(layout.bucket, layout.key, lo, hi))
     first = 0
     if lo != split.start:  # skip the line that started in the previous split
         while (cut := data.find(b"\n")) < 0 and hi < layout.size:
@@ -143,7 +144,7 @@ def read_split(layout: CsvLayout, split: Split) -> tuple[int, bytes]:
 
 def _extend(layout: CsvLayout, data: bytearray, hi: int) -> int:
     more = min(layout.size, hi + OVERREAD_BYTES)
-    data += gluejob.read_range(layout.bucket, layout.key, hi, more)
+    data += storage.read_range(layout.bucket, layout.key, hi, more)
     return more
 
 
@@ -187,8 +188,11 @@ def parse_lines(
     keep = starts < ends
     starts, ends = starts[keep], ends[keep]
 
-    def per_line(positions: np.ndarray) -> np.ndarray:
-        return np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
+    def per_line(positions: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        counts: npt.NDArray[np.intp] = np.searchsorted(positions, ends) - np.searchsorted(
+            positions, starts
+        )
+        return counts
 
     fields = per_line(np.flatnonzero(data == _COMMA)) + 1
     quotes = per_line(np.flatnonzero(data == _QUOTE))

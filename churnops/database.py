@@ -41,6 +41,7 @@ from pymysql.converters import escape_string
 from churnops import aws
 from churnops.contract import Contract
 from churnops.errors import ChurnOpsError, DatabaseUnavailableError
+from churnops.wiring import STAGING_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +406,6 @@ STAGING_PREFIX = "ingest_staging_"
 # row, ordered as the file, and it names each split's rows as one key range.
 SOURCE_OFFSET = "_source_offset"
 REJECTED = "_rejected"
-METHODS = ("auto", "load_data", "insert")
 
 
 @dataclass(frozen=True)
@@ -517,7 +517,7 @@ def load_staging(
     (the id column and SOURCE_OFFSET), into the staging table, replacing what an earlier attempt
     of the split wrote (its rows lie in `span`, [start, end) of the object). Returns the clean
     rows written; raises when the server took fewer or warned."""
-    if method not in METHODS:
+    if method not in STAGING_METHODS:
         raise ValueError(f"unknown load method {method!r}")
     columns = [*contract.column_names, SOURCE_OFFSET]
     try:

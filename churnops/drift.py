@@ -9,11 +9,11 @@ The usual reading: < 0.1 stable, 0.1-0.2 moderate, > 0.2 drifted (flagged here).
 The same bins and PSI are measured in two places, published under different metric names
 because they mean different things to the pipeline:
 - the retrain's snapshot of the customer table against the champion's reference (this module's
-  `drift_report`, published by churnops/retrain/drift.py as `SNAPSHOT_DRIFT_METRIC`). It only
+  `drift_report`, published by churnops/retrain/drift.py as `wiring.SNAPSHOT_DRIFT_METRIC`). It only
   alerts: if a retrain's own finding could start a retrain, every retrain that saw drift would
   start another, and the two would race on the champion pointer.
 - the customers the serving function scores, window by window, against the serving champion's
-  reference (churnops/serving/app.py `LiveDriftWindow`, `LIVE_DRIFT_METRIC`). The alarm that
+  reference (churnops/serving/app.py `LiveDriftWindow`, `wiring.LIVE_DRIFT_METRIC`). The alarm that
   starts the retrain state machine watches this one, which no retrain publishes.
 """
 
@@ -30,9 +30,6 @@ PSI_DRIFT_THRESHOLD = 0.2
 NUMERIC_BINS = 10
 _EPS = 1e-4  # floor on a bin's share: an empty bin would make the log infinite
 MISSING = "__missing__"
-
-# CloudWatch metric (namespace ChurnOps, no dimensions) of a retrain's snapshot drift.
-SNAPSHOT_DRIFT_METRIC = "SnapshotMaxFeaturePSI"
 
 
 def _numeric_edges(values: np.ndarray) -> list[float]:

@@ -6,14 +6,18 @@ then applied to the holdout, so the reported precision and recall are honest.
 Cost policy: a retention offer costs `offer_cost` for every customer flagged; a churner who is not
 flagged costs `churn_cost` (the value lost); a flagged churner is assumed kept by the offer.
 The threshold minimises the total cost; with no costs configured it maximises F1 instead.
+
+The bootstrap here is the one every metric interval uses (the retrain gate's too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -24,6 +28,7 @@ from sklearn.metrics import (
 )
 
 from churnops.errors import ChurnOpsError
+from churnops.scoring import decide
 
 
 @dataclass(frozen=True)
@@ -46,17 +51,19 @@ class CostPolicy:
         return {**asdict(self), "method": self.method}
 
 
-def _candidate_thresholds(scores: np.ndarray) -> np.ndarray:
-    grid = np.unique(np.quantile(scores, np.linspace(0.01, 0.99, 197)))
+def _candidate_thresholds(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    grid: npt.NDArray[np.float64] = np.unique(np.quantile(scores, np.linspace(0.01, 0.99, 197)))
     return grid
 
 
-def choose_threshold(y: np.ndarray, scores: np.ndarray, policy: CostPolicy) -> float:
+def choose_threshold(
+    y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], policy: CostPolicy
+) -> float:
     """Threshold t (predict churn when p >= t) by the cost policy, else by F1."""
     y = np.asarray(y).astype(int)
     best_t, best_value = 0.5, -np.inf
     for t in _candidate_thresholds(scores):
-        flagged = scores >= t
+        flagged = decide(scores, float(t)) == 1
         tp = int(np.sum(flagged & (y == 1)))
         fp = int(np.sum(flagged & (y == 0)))
         fn = int(np.sum(~flagged & (y == 1)))
@@ -69,27 +76,7 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray, policy: CostPolicy) -> f
     return round(best_t, 6)
 
 
-def bootstrap_auc_interval(
-    y: np.ndarray, scores: np.ndarray, *, rounds: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ROC-AUC (resampling customers)."""
-    y = np.asarray(y).astype(int)
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    aucs = []
-    for _ in range(rounds):
-        idx = rng.integers(0, n, n)
-        if y[idx].min() == y[idx].max():
-            continue
-        aucs.append(roc_auc_score(y[idx], scores[idx]))
-    if not aucs:
-        return (float("nan"), float("nan"))
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(aucs, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def top_decile_lift(y: np.ndarray, scores: np.ndarray) -> float:
+def top_decile_lift(y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
     """Churn rate among the 10% highest-scored customers over the overall churn rate."""
     y = np.asarray(y).astype(int)
     k = max(1, int(np.ceil(len(y) * 0.1)))
@@ -98,14 +85,114 @@ def top_decile_lift(y: np.ndarray, scores: np.ndarray) -> float:
     return float(y[top].mean() / base) if base > 0 else float("nan")
 
 
+# ---- the bootstrap ------------------------------------------------------------------------------
+# The one resampling behind every metric interval: training's holdout ROC-AUC interval (the skill
+# verdict) and the retrain gate's paired challenger-versus-champion intervals
+# (churnops.retrain.evaluate). Resamples are multinomial counts (how often each row is picked) and
+# a metric is computed with those counts as weights; for ROC-AUC the rows are sorted once and each
+# resample costs one pass of cumulative sums, so a thousand resamples of a large holdout stay
+# cheap. The counts are drawn a block of resamples at a time (`BOOTSTRAP_BLOCK_VALUES` counts, 64
+# MB): the whole [n_bootstrap, n] matrix of a 100,000-row holdout would be 800 MB, and each metric
+# makes copies of it. The blocks come from one generator in order, so they are exactly the rows
+# `bootstrap_counts` returns, and the figures do not depend on the block size.
+
+# Counts held at once while bootstrapping (8 bytes each): 64 MB per block of resamples.
+BOOTSTRAP_BLOCK_VALUES = 8_000_000
+
+
+def bootstrap_blocks(
+    n: int, n_bootstrap: int, seed: int, block_values: int = BOOTSTRAP_BLOCK_VALUES
+) -> Iterator[npt.NDArray[np.float64]]:
+    """`bootstrap_counts` in blocks of resamples ([k, n] each, k * n <= block_values unless one
+    resample alone is larger), drawn in order from one generator: concatenated, the blocks are
+    exactly `bootstrap_counts(n, n_bootstrap, seed)`."""
+    rng = np.random.default_rng(seed)
+    pvals = np.full(n, 1.0 / n)
+    per_block = max(1, block_values // max(n, 1))
+    for start in range(0, n_bootstrap, per_block):
+        size = min(per_block, n_bootstrap - start)
+        yield rng.multinomial(n, pvals, size=size).astype(np.float64)
+
+
+def bootstrap_counts(n: int, n_bootstrap: int, seed: int) -> npt.NDArray[np.float64]:
+    """[n_bootstrap, n] multinomial counts: how often each row appears in each resample."""
+    return np.concatenate(list(bootstrap_blocks(n, n_bootstrap, seed, n * n_bootstrap)))
+
+
+def percentile_interval(values: npt.NDArray[np.float64], confidence: float) -> list[float]:
+    """The percentile interval of resampled values; a resample where the metric is undefined
+    (one class only: NaN) is left out."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return [float("nan"), float("nan")]
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+class SortedScores:
+    """Scores sorted once, with tie groups, for weighted ROC-AUC over many weight vectors."""
+
+    def __init__(self, y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> None:
+        order = np.argsort(scores, kind="mergesort")
+        sorted_scores = scores[order]
+        self.order = order
+        self.y = y[order].astype(np.float64)
+        # Start index of each run of equal scores: tied pairs count one half, as in sklearn.
+        starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+        self.starts = starts
+
+    def auc(self, weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """ROC-AUC for each row of `weights` (shape [k, n] in original row order)."""
+        w = np.atleast_2d(weights)[:, self.order]
+        pos = np.add.reduceat(w * self.y, self.starts, axis=1)
+        neg = np.add.reduceat(w * (1.0 - self.y), self.starts, axis=1)
+        neg_below = np.cumsum(neg, axis=1) - neg
+        total_pos = pos.sum(axis=1)
+        total_neg = neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result: npt.NDArray[np.float64] = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (
+                total_pos * total_neg
+            )
+        return result
+
+
+def weighted_roc_auc(
+    y: npt.NDArray[np.float64], p: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """ROC-AUC for each row of `weights` ([k, n]); NaN where a resample has one class only."""
+    return SortedScores(y, p).auc(weights)
+
+
+def bootstrap_interval(
+    metric: Callable[
+        [npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
+        npt.NDArray[np.float64],
+    ],
+    y: npt.NDArray[np.float64],
+    scores: npt.NDArray[np.float64],
+    *,
+    n_bootstrap: int,
+    seed: int,
+    confidence: float,
+) -> list[float]:
+    """Percentile bootstrap interval of `metric` (y, scores, weights[k, n]) -> [k]."""
+    resampled = [
+        metric(y, scores, counts) for counts in bootstrap_blocks(len(y), n_bootstrap, seed)
+    ]
+    return percentile_interval(np.concatenate(resampled), confidence)
+
+
 def holdout_metrics(
-    y: np.ndarray, scores: np.ndarray, threshold: float, *, seed: int = 0
+    y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], threshold: float, *, seed: int = 0
 ) -> dict[str, Any]:
     y = np.asarray(y).astype(int)
     if y.min() == y.max():
         raise ChurnOpsError("the holdout has only one class: cannot measure skill")
-    predicted = (scores >= threshold).astype(int)
-    low, high = bootstrap_auc_interval(y, scores, seed=seed)
+    predicted = decide(scores, threshold)
+    low, high = bootstrap_interval(
+        weighted_roc_auc, y, scores, n_bootstrap=1000, seed=seed, confidence=0.95
+    )
     return {
         "rows": len(y),
         "positive_rate": round(float(y.mean()), 6),

@@ -5,9 +5,9 @@
   also creates the job's GlueContext (`glue_context`), because every script resolves its
   arguments first and Glue's job metrics need that context.
 - `spark_session`: GlueContext's session on Glue, `churnops.spark.local_spark_session()` locally.
-- The S3 adapter: this machine's Spark has no hadoop-aws jar and cannot read `s3://`, so jobs
-  move objects with boto3 (through `churnops.aws`, which honours AWS_ENDPOINT_URL and so reaches
-  moto in the twin). Glue runs the same functions.
+
+Jobs read and write S3 objects through `churnops.storage` (local Spark has no hadoop-aws jar and
+cannot read `s3://`; Glue runs the same functions).
 
 Where we are is decided in one place, `_awsglue()`, and plainly: AWS Glue's runtime has the
 `awsglue` package and local Spark (tests, the twin, benchmarks) does not. That single fact picks
@@ -18,12 +18,10 @@ and tests/unit/test_gluejob_context.py runs the Glue side as well, with a stand-
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from churnops import aws
 from churnops.errors import ChurnOpsError
 
 
@@ -113,114 +111,3 @@ def spark_session(spark: Any = None) -> Any:
 
         return local_spark_session()
     return context.spark_session
-
-
-# ---- the S3 adapter -----------------------------------------------------------------------------
-def s3_uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
-
-
-def head(bucket: str, key: str) -> dict[str, Any] | None:
-    """The object's metadata, or None when it does not exist."""
-    s3 = aws.client("s3")
-    try:
-        return dict(s3.head_object(Bucket=bucket, Key=key))
-    except s3.exceptions.ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
-def read_bytes(bucket: str, key: str) -> bytes:
-    body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        return bytes(body.read())
-    finally:
-        body.close()
-
-
-def read_range(bucket: str, key: str, start: int, stop: int) -> bytes:
-    """Bytes [start, stop) of the object, with one ranged GET."""
-    if stop <= start:
-        return b""
-    body = aws.client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")[
-        "Body"
-    ]
-    try:
-        return bytes(body.read())
-    finally:
-        body.close()
-
-
-def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> str:
-    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-    return s3_uri(bucket, key)
-
-
-def list_objects(bucket: str, prefix: str) -> list[dict[str, Any]]:
-    """Every object under `prefix` (Key, Size, ...), in key order."""
-    found: list[dict[str, Any]] = []
-    pages = aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        found += page.get("Contents", [])
-    return sorted(found, key=lambda o: str(o["Key"]))
-
-
-def delete_objects(bucket: str, keys: Sequence[str]) -> None:
-    s3 = aws.client("s3")
-    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
-        chunk = keys[start : start + 1000]
-        s3.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-        )
-
-
-class S3RangeFile(io.RawIOBase):
-    """A read-only, seekable file over one S3 object, read with ranged GETs as it is read.
-
-    What lets a Spark task on any node read its own part of an object (a Parquet row group, a
-    byte range of a CSV) with boto3 alone: local Spark has no s3a, and on Glue the same code
-    runs unchanged. Wrap it in `io.BufferedReader` for small reads (Parquet footers)."""
-
-    def __init__(self, bucket: str, key: str, size: int | None = None) -> None:
-        super().__init__()
-        self.bucket, self.key = bucket, key
-        if size is None:
-            meta = head(bucket, key)
-            if meta is None:
-                raise ChurnOpsError(f"no object at {s3_uri(bucket, key)}")
-            size = int(meta["ContentLength"])
-        self.size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._position >= self.size or len(view) == 0:
-            return 0
-        stop = min(self.size, self._position + len(view))
-        data = read_range(self.bucket, self.key, self._position, stop)
-        view[: len(data)] = data
-        self._position += len(data)
-        return len(data)
-
-
-def move(bucket: str, key: str, new_key: str) -> str:
-    """Copy then delete: S3 has no rename. A crash in between leaves a copy, never a loss."""
-    s3 = aws.client("s3")
-    s3.copy_object(Bucket=bucket, Key=new_key, CopySource={"Bucket": bucket, "Key": key})
-    s3.delete_object(Bucket=bucket, Key=key)
-    return s3_uri(bucket, new_key)

@@ -51,17 +51,21 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote_plus
 
-from churnops import database, gluejob
+from churnops import database, gluejob, storage
 from churnops.contract import REJECT_REASON, Contract, get_contract
 from churnops.csv_splits import CsvLayout, Split, parse_lines, plan_splits, read_layout, read_split
 from churnops.errors import ChurnOpsError
+from churnops.wiring import (
+    CURATED_PREFIX,
+    FAILED_PREFIX,
+    INCOMING_PREFIX,
+    QUARANTINE_PREFIX,
+    IngestArgs,
+    failed_key,
+)
 
 log = logging.getLogger(__name__)
 
-INCOMING_PREFIX = "incoming/"
-FAILED_PREFIX = "failed/"
-CURATED_PREFIX = "curated/"
-QUARANTINE_PREFIX = "quarantine/"
 REJECTED_LINE = "rejected_line"
 # Returned by each load task: its counts, or the file-level problem its split showed.
 _LOAD_SCHEMA = "split long, rows_read long, rows_loaded long, rows_quarantined long, problem string"
@@ -87,6 +91,24 @@ class IngestRequest:
     split_bytes: int = 0  # 0: csv_splits.DEFAULT_SPLIT_BYTES
     # A run still `running` after this long died (the stack passes the Glue job's timeout).
     stale_run_minutes: int = 2880
+    # The raw bucket's upload prefix: a rejected file keeps its path below it under failed/.
+    incoming_prefix: str = INCOMING_PREFIX
+
+    @classmethod
+    def from_args(cls, args: IngestArgs) -> IngestRequest:
+        """The request of the Glue job's arguments (glue_jobs/ingest_customers.py)."""
+        return cls(
+            bucket=args.source_bucket,
+            key=args.source_key,
+            curated_bucket=args.curated_bucket,
+            db_secret_arn=args.db_secret_arn,
+            db_name=args.db_name,
+            contract=get_contract(args.contract_name),
+            staging_method=args.staging_method,
+            split_bytes=args.split_bytes,
+            stale_run_minutes=args.stale_run_minutes,
+            incoming_prefix=args.incoming_prefix,
+        )
 
 
 @dataclass
@@ -110,12 +132,6 @@ class IngestResult:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def failed_key(key: str) -> str:
-    """incoming/a/b.csv -> failed/a/b.csv (other prefixes keep their path under failed/)."""
-    rest = key[len(INCOMING_PREFIX) :] if key.startswith(INCOMING_PREFIX) else key
-    return FAILED_PREFIX + rest
 
 
 def output_stem(key: str, etag: str | None) -> str:
@@ -150,7 +166,7 @@ def ingest_object(
     (both ChurnOpsError) on failure, after recording it."""
     contract = request.contract
     run_id = new_run_id()
-    source = gluejob.s3_uri(request.bucket, request.key)
+    source = storage.s3_uri(request.bucket, request.key)
     conn = database.connect(
         request.db_secret_arn, database=request.db_name or None, local_infile=True
     )
@@ -158,7 +174,7 @@ def ingest_object(
         database.ensure_schema(conn, contract)
         database.sweep_dead_runs(conn, stale_after_minutes=request.stale_run_minutes)
         key, meta = _locate(request.bucket, request.key)
-        source = gluejob.s3_uri(request.bucket, key)
+        source = storage.s3_uri(request.bucket, key)
         etag = str(meta["ETag"]).strip('"') if meta else None
         database.start_run(
             conn, run_id=run_id, contract=contract.name, bucket=request.bucket, key=key, etag=etag
@@ -234,11 +250,11 @@ def _ingest(
         _reject_file(request, conn, key, etag, run_id, problem)
     rows_loaded = sum(int(r["rows_loaded"]) for r in loaded)
     rows_quarantined = sum(int(r["rows_quarantined"]) for r in loaded)
-    curated_uri = gluejob.s3_uri(request.curated_bucket, plan.curated_prefix)
+    curated_uri = storage.s3_uri(request.curated_bucket, plan.curated_prefix)
 
     def quarantine_uri(quarantined: int) -> str | None:
         return (
-            gluejob.s3_uri(request.curated_bucket, plan.quarantine_prefix) if quarantined else None
+            storage.s3_uri(request.curated_bucket, plan.quarantine_prefix) if quarantined else None
         )
 
     def merge(repeats: int, before_commit: Callable[[], None] | None) -> database.LoadOutcome:
@@ -385,7 +401,7 @@ def load_split(plan: _Plan, split: Split) -> dict[str, Any]:
 def _put_quarantine(plan: _Plan, key: str, rejected: Any) -> None:
     columns = [*plan.layout.header, REJECT_REASON, REJECTED_LINE]
     body = rejected.reindex(columns=columns).to_csv(index=False).encode("utf-8")
-    gluejob.put_bytes(plan.curated_bucket, key, body, "text/csv")
+    storage.put_bytes(plan.curated_bucket, key, body, "text/csv")
 
 
 def _put_curated(plan: _Plan, key: str, table: Any) -> None:
@@ -394,7 +410,7 @@ def _put_curated(plan: _Plan, key: str, table: Any) -> None:
 
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    gluejob.put_bytes(plan.curated_bucket, key, sink.getvalue(), "application/vnd.apache.parquet")
+    storage.put_bytes(plan.curated_bucket, key, sink.getvalue(), "application/vnd.apache.parquet")
 
 
 def _load(spark: Any, plan: _Plan) -> list[dict[str, Any]]:
@@ -462,13 +478,13 @@ def _quarantine_repeats(conn: Any, plan: _Plan, contract: Contract, offsets: lis
         _put_quarantine(plan, f"{plan.quarantine_prefix}part-{index:05d}-repeats.csv", rows)
         # A split's curated part holds each id once (the contract rejects repeats within it).
         key = f"{plan.curated_prefix}part-{index:05d}.parquet"
-        curated = pq.read_table(io.BytesIO(gluejob.read_bytes(plan.curated_bucket, key)))
+        curated = pq.read_table(io.BytesIO(storage.read_bytes(plan.curated_bucket, key)))
         gone = pa.array(rows[id_column].str.strip().tolist(), type=pa.string())
         kept = curated.filter(pc.invert(pc.is_in(curated[id_column], value_set=gone)))
         if kept.num_rows:
             _put_curated(plan, key, kept)
         else:
-            gluejob.delete_objects(plan.curated_bucket, [key])
+            storage.delete_objects(plan.curated_bucket, [key])
     database.unstage(conn, plan.run_id, offsets)
     log.info("%d rows repeat an id of an earlier row in another split: quarantined", len(offsets))
     return len(offsets)
@@ -477,19 +493,19 @@ def _quarantine_repeats(conn: Any, plan: _Plan, contract: Contract, offsets: lis
 def _discard_outputs(plan: _Plan) -> None:
     """Remove the parts the tasks wrote for a file that is then rejected as a whole."""
     for prefix in (plan.curated_prefix, plan.quarantine_prefix):
-        keys = [str(o["Key"]) for o in gluejob.list_objects(plan.curated_bucket, prefix)]
-        gluejob.delete_objects(plan.curated_bucket, keys)
+        keys = [str(o["Key"]) for o in storage.list_objects(plan.curated_bucket, prefix)]
+        storage.delete_objects(plan.curated_bucket, keys)
 
 
 # ---- the driver's helpers ------------------------------------------------------------------------
 def _locate(bucket: str, key: str) -> tuple[str, dict[str, Any] | None]:
     """Find the object. S3 event notifications URL-encode keys ('my file.csv' arrives as
     'my+file.csv'); try the key as given first, then decoded."""
-    meta = gluejob.head(bucket, key)
+    meta = storage.head(bucket, key)
     if meta is None:
         decoded = unquote_plus(key)
         if decoded != key:
-            decoded_meta = gluejob.head(bucket, decoded)
+            decoded_meta = storage.head(bucket, decoded)
             if decoded_meta is not None:
                 return decoded, decoded_meta
     return key, meta
@@ -502,10 +518,10 @@ def _reject_file(
     first: if the move is interrupted, the file is still in incoming/ and a retry does it
     again), and raise FileRejected."""
     database.fail_run(conn, run_id, reason)
-    target = failed_key(key)
+    target = failed_key(key, request.incoming_prefix)
     error = {
-        "source": gluejob.s3_uri(request.bucket, key),
-        "moved_to": gluejob.s3_uri(request.bucket, target),
+        "source": storage.s3_uri(request.bucket, key),
+        "moved_to": storage.s3_uri(request.bucket, target),
         "etag": etag,
         "contract": request.contract.name,
         "run_id": run_id,
@@ -513,13 +529,13 @@ def _reject_file(
         "failed_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
-        gluejob.put_bytes(
+        storage.put_bytes(
             request.bucket,
             target + ".error.json",
             json.dumps(error, indent=2).encode(),
             "application/json",
         )
-        gluejob.move(request.bucket, key, target)
+        storage.move(request.bucket, key, target)
     except Exception as move_err:
         raise IngestionFailed(
             f"{reason}; and moving the file to {FAILED_PREFIX} failed: {_describe(move_err)}"
@@ -546,7 +562,7 @@ def _record_failure(request: IngestRequest, run_id: str, message: str) -> Ingest
                 return IngestResult(
                     run_id=run_id,
                     status=database.SUCCEEDED,
-                    source=gluejob.s3_uri(str(row["bucket"]), str(row["object_key"])),
+                    source=storage.s3_uri(str(row["bucket"]), str(row["object_key"])),
                     rows_read=int(row["rows_read"]),
                     rows_loaded=int(row["rows_loaded"]),
                     rows_quarantined=int(row["rows_quarantined"]),
@@ -600,18 +616,3 @@ class _Stage:
     def __exit__(self, *exc: object) -> None:
         elapsed = time.perf_counter() - self.start
         self.timer.seconds[self.stage] = round(self.timer.seconds.get(self.stage, 0.0) + elapsed, 3)
-
-
-def request_from_args(args: dict[str, str]) -> IngestRequest:
-    """Build a request from resolved Glue job arguments (see glue_jobs/ingest_customers.py)."""
-    return IngestRequest(
-        bucket=args["source_bucket"],
-        key=args["source_key"],
-        curated_bucket=args["curated_bucket"],
-        db_secret_arn=args["db_secret_arn"],
-        db_name=args.get("db_name") or "",
-        contract=get_contract(args.get("contract_name") or "telco"),
-        staging_method=args.get("staging_method") or "auto",
-        split_bytes=int(args.get("split_bytes") or 0),
-        stale_run_minutes=int(args.get("stale_run_minutes") or 2880),
-    )

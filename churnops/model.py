@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.compose import ColumnTransformer
@@ -166,7 +167,7 @@ def snap_to_float32(model: BaseEstimator) -> BaseEstimator:
     return model
 
 
-def fit(model: BaseEstimator, X: pd.DataFrame, y: np.ndarray) -> BaseEstimator:
+def fit(model: BaseEstimator, X: pd.DataFrame, y: npt.NDArray[np.int_]) -> BaseEstimator:
     with warnings.catch_warnings():
         # A numeric with few distinct values (claims_count) gets fewer quantile bins than asked:
         # expected, and scikit-learn says so once per fit.
@@ -175,6 +176,6 @@ def fit(model: BaseEstimator, X: pd.DataFrame, y: np.ndarray) -> BaseEstimator:
     return snap_to_float32(model)
 
 
-def positive_probability(model: BaseEstimator, X: pd.DataFrame) -> np.ndarray:
+def positive_probability(model: BaseEstimator, X: pd.DataFrame) -> npt.NDArray[np.float64]:
     classes = list(model.classes_)
-    return model.predict_proba(X)[:, classes.index(1)]
+    return np.asarray(model.predict_proba(X)[:, classes.index(1)], dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Export a fitted pipeline to ONNX (interface 2) and score with ONNX Runtime.
+"""Export a fitted pipeline to ONNX (interface 2); `churnops.scoring` runs it.
 
 One ONNX input per contract feature, named as the column, shape [None, 1]: tensor(string) for
 categories (canonical spellings), tensor(float) for numerics. Output ``probabilities`` is
@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from churnops.contract import Contract
+from churnops.scoring import POSITIVE_INDEX, PROBABILITY_OUTPUT
 
-PROBABILITY_OUTPUT = "probabilities"
-POSITIVE_INDEX = 1
 TARGET_OPSET = 17
 
 
@@ -53,30 +49,4 @@ def export(model: Any, contract: Contract) -> bytes:
     names = [o.name for o in onx.graph.output]
     if PROBABILITY_OUTPUT not in names:
         raise ValueError(f"ONNX graph lacks output {PROBABILITY_OUTPUT}: {names}")
-    return onx.SerializeToString()
-
-
-def onnx_feeds(frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
-    """Inputs for ONNX Runtime from a `churnops.features.model_frame`."""
-    numeric = set(contract.numeric_features)
-    feeds = {}
-    for name in contract.feature_names:
-        column = frame[name].to_numpy()
-        if name in numeric:
-            feeds[name] = column.astype(np.float32).reshape(-1, 1)
-        else:
-            feeds[name] = column.astype(object).reshape(-1, 1)
-    return feeds
-
-
-def onnx_session(model_bytes: bytes) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # skl2onnx leaves unused initialisers; their warnings are noise
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
-def onnx_probability(session: Any, frame: pd.DataFrame, contract: Contract) -> np.ndarray:
-    (probabilities,) = session.run([PROBABILITY_OUTPUT], onnx_feeds(frame, contract))
-    return np.asarray(probabilities)[:, POSITIVE_INDEX].astype(np.float64)
+    return bytes(onx.SerializeToString())

@@ -38,19 +38,21 @@ from churnops.storage import (
     open_storage,
 )
 
-CHAMPION_KEY = "champion.json"
-CARD = "model_card.json"
-MODEL_ONNX = "model.onnx"
-MODEL_JOBLIB = "model.joblib"
-METRICS = "metrics.json"
-DRIFT_REPORT = "drift_report.json"
-
-# Card statuses. Only versions whose status is not in NEVER_CHAMPION can be promoted.
-STATUS_CANDIDATE = "candidate"
-STATUS_ELIGIBLE = "champion-eligible"
-STATUS_NO_SKILL = "no_skill"
-STATUS_BELOW_FLOOR = "below_floor"
-NEVER_CHAMPION = frozenset({STATUS_NO_SKILL, STATUS_BELOW_FLOOR})
+# The registry's file names and statuses are part of the wiring (the stacks name them too);
+# the ones this module does not use itself are re-exported for its callers.
+from churnops.wiring import (
+    CARD,
+    CHAMPION_KEY,
+    MODEL_ONNX,
+    NEVER_CHAMPION,
+    STATUS_CANDIDATE,
+)
+from churnops.wiring import DRIFT_REPORT as DRIFT_REPORT
+from churnops.wiring import METRICS as METRICS
+from churnops.wiring import MODEL_JOBLIB as MODEL_JOBLIB
+from churnops.wiring import STATUS_BELOW_FLOOR as STATUS_BELOW_FLOOR
+from churnops.wiring import STATUS_ELIGIBLE as STATUS_ELIGIBLE
+from churnops.wiring import STATUS_NO_SKILL as STATUS_NO_SKILL
 
 _VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")

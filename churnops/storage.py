@@ -1,6 +1,8 @@
-"""One small object-store interface over a local directory and an ``s3://`` prefix.
+"""Object storage: the one S3 object adapter (functions by bucket and key, below), and a small
+key-value interface (`Storage`) over a local directory or an ``s3://`` prefix.
 
-The model registry (and anything else that keeps a few files) is written against `Storage`, so the
+The S3 functions are how every module reads and writes S3 objects, ranged reads and
+`S3RangeFile` included; their error convention is stated with them. The model registry (and anything else that keeps a few files) is written against `Storage`, so the
 same code runs on a laptop, in the local twin (moto) and in AWS. Keys are '/'-separated paths
 relative to the root.
 
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,11 +215,184 @@ class LocalStorage(Storage):
         return sorted(keys)
 
 
-# ---- S3 ---------------------------------------------------------------------------------------
+# ---- S3 objects ---------------------------------------------------------------------------------
+# Every S3 object read and write in churnops goes through these functions (`S3Storage` too), so
+# there is one error convention:
+# - a missing object is `ObjectNotFoundError` from a read, and None from `head` (the probe);
+# - a lost conditional write is `PreconditionFailedError` (what `S3Storage` builds on);
+# - a missing bucket is a one-line `ChurnOpsError` (a deployment's mistake, not an absent key);
+# - any other AWS error propagates as botocore raised it, so a Step Functions Retry can name
+#   EndpointConnectionError and its kind (stacks/training.py, TRANSIENT_ERRORS).
+# They hold nothing but a boto3 client (from `churnops.aws`, which honours AWS_ENDPOINT_URL and so
+# reaches moto in the twin): Spark tasks on Glue executors call them with the driver's disk out of
+# reach, and local Spark, which has no hadoop-aws, reads `s3://` through them as well.
+_NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def _s3() -> Any:
+    from churnops.aws import client
+
+    return client("s3")
+
+
+@contextlib.contextmanager
+def _s3_errors(bucket: str, key: str, *, conditional: bool = False) -> Iterator[None]:
+    """Translate the errors a caller acts on; let every other one through."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as err:
+        code, status = _error_code(err)
+        where = s3_uri(bucket, key)
+        if code in _NOT_FOUND:
+            raise ObjectNotFoundError(f"no object at {where}") from None
+        if code == "NoSuchBucket":
+            raise ChurnOpsError(f"s3://{bucket}: no such bucket") from None
+        if conditional and (code == "PreconditionFailed" or status == 412):
+            raise PreconditionFailedError(f"{where}: changed since it was read") from None
+        if conditional and (code == "ConditionalRequestConflict" or status == 409):
+            # S3 answers 409 when a concurrent conditional write on the same key is in flight.
+            raise PreconditionFailedError(f"{where}: a concurrent write is in progress") from None
+        raise
+
+
+def _get(bucket: str, key: str, **extra: Any) -> tuple[bytes, str]:
+    with _s3_errors(bucket, key):
+        response = _s3().get_object(Bucket=bucket, Key=key, **extra)
+        body = response["Body"]
+        try:
+            return bytes(body.read()), str(response["ETag"]).strip('"')
+        finally:
+            body.close()
+
+
+def read_bytes(bucket: str, key: str) -> bytes:
+    """The whole object; `ObjectNotFoundError` when there is none."""
+    return _get(bucket, key)[0]
+
+
+def read_with_etag(bucket: str, key: str) -> tuple[bytes, str]:
+    return _get(bucket, key)
+
+
+def read_range(bucket: str, key: str, start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of the object, with one ranged GET."""
+    if stop <= start:
+        return b""
+    return _get(bucket, key, Range=f"bytes={start}-{stop - 1}")[0]
+
+
+def head(bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's metadata (ContentLength, ETag, ...), or None when it does not exist."""
+    try:
+        with _s3_errors(bucket, key):
+            return dict(_s3().head_object(Bucket=bucket, Key=key))
+    except ObjectNotFoundError:
+        return None
+
+
+def put_bytes(
+    bucket: str,
+    key: str,
+    data: bytes,
+    content_type: str | None = None,
+    *,
+    if_match: str | None = None,
+    if_absent: bool = False,
+) -> str:
+    """Write the object; its new entity tag. `if_absent` or `if_match` (a tag) make the write
+    conditional: `PreconditionFailedError` when the condition does not hold."""
+    extra: dict[str, Any] = {}
+    if content_type is not None:
+        extra["ContentType"] = content_type
+    if if_absent:
+        extra["IfNoneMatch"] = "*"
+    if if_match is not None:
+        extra["IfMatch"] = f'"{if_match}"'
+    with _s3_errors(bucket, key, conditional=bool(if_absent or if_match is not None)):
+        response = _s3().put_object(Bucket=bucket, Key=key, Body=data, **extra)
+    return str(response["ETag"]).strip('"')
+
+
+def list_objects(bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under `prefix` (Key, Size, ...), in key order."""
+    found: list[dict[str, Any]] = []
+    with _s3_errors(bucket, prefix):
+        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            found += page.get("Contents", [])
+    return sorted(found, key=lambda o: str(o["Key"]))
+
+
+def delete_objects(bucket: str, keys: Sequence[str]) -> None:
+    s3 = _s3()
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        chunk = keys[start : start + 1000]
+        with _s3_errors(bucket, chunk[0]):
+            s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+
+
+def move(bucket: str, key: str, new_key: str) -> str:
+    """Copy then delete: S3 has no rename. A crash in between leaves a copy, never a loss."""
+    s3 = _s3()
+    with _s3_errors(bucket, key):
+        s3.copy_object(Bucket=bucket, Key=new_key, CopySource={"Bucket": bucket, "Key": key})
+        s3.delete_object(Bucket=bucket, Key=key)
+    return s3_uri(bucket, new_key)
+
+
+class S3RangeFile(io.RawIOBase):
+    """A read-only, seekable file over one S3 object, read with ranged GETs as it is read.
+
+    What lets a Spark task on any node read its own part of an object (a Parquet row group, a
+    byte range of a CSV) with boto3 alone: local Spark has no s3a, and on Glue the same code
+    runs unchanged. Wrap it in `io.BufferedReader` for small reads (Parquet footers)."""
+
+    def __init__(self, bucket: str, key: str, size: int | None = None) -> None:
+        super().__init__()
+        self.bucket, self.key = bucket, key
+        if size is None:
+            meta = head(bucket, key)
+            if meta is None:
+                raise ObjectNotFoundError(f"no object at {s3_uri(bucket, key)}")
+            size = int(meta["ContentLength"])
+        self.size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self.size or len(view) == 0:
+            return 0
+        stop = min(self.size, self._position + len(view))
+        data = read_range(self.bucket, self.key, self._position, stop)
+        view[: len(data)] = data
+        self._position += len(data)
+        return len(data)
 
 
 class S3Storage(Storage):
-    """An ``s3://bucket/prefix``; clients come from `churnops.aws` (honours AWS_ENDPOINT_URL)."""
+    """An ``s3://bucket/prefix``, through the S3 object functions above."""
 
     def __init__(self, uri: str) -> None:
         from churnops.aws import split_s3_uri
@@ -227,97 +403,43 @@ class S3Storage(Storage):
             raise ChurnOpsError(f"'{uri}': no bucket name")
         self.prefix = prefix.strip("/")
 
-    @property
-    def _s3(self) -> Any:
-        from churnops.aws import client
-
-        return client("s3")
-
     def _key(self, key: str) -> str:
         _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, err: Exception, key: str) -> ChurnOpsError:
-        code, status = _error_code(err)
-        where = f"{self.uri}/{key}" if key else self.uri
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return ObjectNotFoundError(f"{where}: not found")
-        if code == "PreconditionFailed" or status == 412:
-            return PreconditionFailedError(f"{where}: changed since it was read")
-        if code == "ConditionalRequestConflict" or status == 409:
-            # S3 answers 409 when a concurrent conditional write on the same key is in flight.
-            return PreconditionFailedError(f"{where}: a concurrent write is in progress")
-        if code == "NoSuchBucket":
-            return ChurnOpsError(f"s3://{self.bucket}: no such bucket")
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return ChurnOpsError(f"{where}: {message}")
-
-    def _call(self, key: str, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(self._s3, method)(**kwargs)
-        except (ClientError, BotoCoreError) as err:
-            raise self._fail(err, key) from None
-
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        response = self._call(key, "get_object", Bucket=self.bucket, Key=self._key(key))
-        return response["Body"].read(), response["ETag"].strip('"')
+        return read_with_etag(self.bucket, self._key(key))
 
     def put(self, key: str, data: bytes) -> str:
-        response = self._call(key, "put_object", Bucket=self.bucket, Key=self._key(key), Body=data)
-        return str(response["ETag"]).strip('"')
+        return put_bytes(self.bucket, self._key(key), data)
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         try:
-            response = self._call(
-                key,
-                "put_object",
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                IfNoneMatch="*",
-            )
+            return put_bytes(self.bucket, self._key(key), data, if_absent=True)
         except PreconditionFailedError:
             raise ObjectExistsError(
-                f"s3://{self.bucket}/{self._key(key)}: already exists (write-once)"
+                f"{s3_uri(self.bucket, self._key(key))}: already exists (write-once)"
             ) from None
-        return str(response["ETag"]).strip('"')
 
     def replace_if_match(self, key: str, data: bytes, etag: str | None) -> str:
-        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": f'"{etag}"'}
         try:
-            response = self._call(
-                key, "put_object", Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+            return put_bytes(
+                self.bucket, self._key(key), data, if_absent=etag is None, if_match=etag
             )
         except ObjectNotFoundError:
             # IfMatch on a key that has gone away: the pointer changed under us all the same.
             raise PreconditionFailedError(
-                f"s3://{self.bucket}/{self._key(key)}: changed since it was read"
+                f"{s3_uri(self.bucket, self._key(key))}: changed since it was read"
             ) from None
-        return str(response["ETag"]).strip('"')
 
     def etag(self, key: str) -> str | None:
-        try:
-            response = self._call(key, "head_object", Bucket=self.bucket, Key=self._key(key))
-        except ObjectNotFoundError:
-            return None
-        return str(response["ETag"]).strip('"')
+        meta = head(self.bucket, self._key(key))
+        return None if meta is None else str(meta["ETag"]).strip('"')
 
     def list(self, prefix: str = "") -> list[str]:
         full = (f"{self.prefix}/" if self.prefix else "") + prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
-            if token:
-                kwargs["ContinuationToken"] = token
-            response = self._call(prefix, "list_objects_v2", **kwargs)
-            keys.extend(obj["Key"][strip:] for obj in response.get("Contents", []))
-            if not response.get("IsTruncated"):
-                break
-            token = response.get("NextContinuationToken")
+        keys = [str(o["Key"])[strip:] for o in list_objects(self.bucket, full)]
         return sorted(k for k in keys if k.startswith(prefix))
 
 

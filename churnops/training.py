@@ -48,7 +48,8 @@ from churnops.model import (
     model_frame,
     positive_probability,
 )
-from churnops.onnx_export import export, onnx_probability, onnx_session, onnx_signature
+from churnops.onnx_export import export, onnx_signature
+from churnops.scoring import OnnxModel
 
 TIE_MARGIN = 0.0005  # CV AUC differences this small are noise on 6,000 rows
 ONNX_TOLERANCE = 1e-5
@@ -266,10 +267,9 @@ def explain_factors(
 
 
 def onnx_parity(model_bytes: bytes, model: Any, X: pd.DataFrame, contract: Contract) -> float:
-    session = onnx_session(model_bytes)
-    return float(
-        np.max(np.abs(onnx_probability(session, X, contract) - positive_probability(model, X)))
-    )
+    # The graph as serving and batch scoring run it; the threshold plays no part in parity.
+    onnx = OnnxModel(model_bytes, contract, version="candidate", threshold=0.5)
+    return float(np.max(np.abs(onnx.probability(X) - positive_probability(model, X))))
 
 
 def _serialise(model: Any) -> bytes:

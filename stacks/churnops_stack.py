@@ -13,6 +13,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from churnops import wiring
 from stacks.alerts import Alerts
 from stacks.assets import churnops_package_asset
 from stacks.config import Config
@@ -20,7 +21,7 @@ from stacks.database import Database
 from stacks.ingestion import Ingestion
 from stacks.monitoring import Monitoring
 from stacks.serving import Serving
-from stacks.storage import REGISTRY_PREFIX, Storage, grant_object_read
+from stacks.storage import Storage, grant_object_read
 from stacks.training import Retrain
 
 
@@ -62,7 +63,9 @@ class ChurnOpsStack(Stack):
             self, "Serving", settings=config.serving, registry_bucket=self.storage.registry_bucket
         )
         # Serving only reads: the champion pointer, cards and ONNX models under the registry root.
-        grant_object_read(self.storage.registry_bucket, self.serving.function, REGISTRY_PREFIX)
+        grant_object_read(
+            self.storage.registry_bucket, self.serving.function, wiring.REGISTRY_PREFIX
+        )
 
         self.monitoring = Monitoring(
             self,

@@ -117,7 +117,8 @@ def vpc_glue_job(
     wheels from `containers/glue/<script stem>.txt`: the subnets have no route to PyPI),
     `<resource_id>Role`, `<resource_id>Key` and `<resource_id>Security` (Glue encrypts its logs
     and bookmarks with the key, S3 with SSE-S3) and the job `<job_id>`. `arguments` are the
-    job's own default arguments, next to the common ones. The role may read exactly the script,
+    job's own default arguments (a `churnops.wiring` job-arguments dataclass's
+    `default_arguments()`, the database's secret and name included), next to Glue's own. The role may read exactly the script,
     package and wheels objects, work in the VPC and publish Glue's job metrics, and acknowledges
     the cdk-nag findings of those grants; the caller grants (and acknowledges) the job's data.
     """
@@ -244,9 +245,6 @@ def vpc_glue_job(
             # job script initializes a GlueContext", docs.aws.amazon.com/glue/latest/dg/
             # monitor-profile-glue-job-cloudwatch-metrics.html.
             "--enable-metrics": "true",
-            "--db_secret_arn": database.secret.secret_arn,
-            # The instance secret CDK generates has no dbname: the jobs are told the name.
-            "--db_name": database.database_name,
             **arguments,
             **dependencies.job_arguments,  # the zip of wheels, installed with pip --no-index
         },

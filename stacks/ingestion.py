@@ -29,9 +29,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churnops.database import METHODS
-from churnops.ingestion import CURATED_PREFIX, FAILED_PREFIX, QUARANTINE_PREFIX
-from glue_jobs.ingest_customers import RUN_ARGS
+from churnops.wiring import (
+    CURATED_PREFIX,
+    FAILED_PREFIX,
+    QUARANTINE_PREFIX,
+    STAGING_METHODS,
+    IngestArgs,
+)
 from stacks.database import log_retention
 from stacks.flows import GLUE_START_ERRORS, failure_alert, logged_state_machine, vpc_glue_job
 from stacks.storage import grant_object_delete, grant_object_read, grant_object_write
@@ -41,7 +45,8 @@ if TYPE_CHECKING:
 
 INGEST_SCRIPT = "ingest_customers.py"
 GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X", "G.025X")
-# Where the state machine finds the file in the EventBridge "Object Created" event.
+# Where the state machine finds the file in the EventBridge "Object Created" event (the ingest
+# job's per-run arguments, IngestArgs.RUN_ARGS).
 EVENT_FIELDS = {"source_bucket": "$.detail.bucket.name", "source_key": "$.detail.object.key"}
 
 
@@ -78,8 +83,8 @@ class IngestionSettings:
             raise ValueError("split_mb must be 0 (sized by the executor cores) or more")
         if self.max_concurrent_runs < 1:
             raise ValueError("max_concurrent_runs must be at least 1")
-        if self.staging_method not in METHODS:
-            raise ValueError(f"staging_method must be one of {', '.join(METHODS)}")
+        if self.staging_method not in STAGING_METHODS:
+            raise ValueError(f"staging_method must be one of {', '.join(STAGING_METHODS)}")
         if self.removal_policy not in ("destroy", "retain", "snapshot"):
             raise ValueError("removal_policy must be 'destroy', 'snapshot' or 'retain'")
 
@@ -106,6 +111,22 @@ class Ingestion(Construct):
             RemovalPolicy.DESTROY if settings.removal_policy == "destroy" else RemovalPolicy.RETAIN
         )
         incoming = settings.incoming_prefix
+        # The job's arguments: the file's bucket and key come with each run, from the event.
+        job_args = IngestArgs(
+            source_bucket=sfn.JsonPath.string_at(EVENT_FIELDS["source_bucket"]),
+            source_key=sfn.JsonPath.string_at(EVENT_FIELDS["source_key"]),
+            curated_bucket=curated_bucket.bucket_name,
+            db_secret_arn=database.secret.secret_arn,
+            # The instance secret CDK generates has no dbname: the job is told the name.
+            db_name=database.database_name,
+            contract_name=settings.contract_name,
+            staging_method=settings.staging_method,
+            split_bytes=settings.split_mb << 20,
+            # No run outlives the job's timeout: a `running` audit row older than that belongs
+            # to a run that was killed, and the next run closes it.
+            stale_run_minutes=settings.glue_timeout_minutes,
+            incoming_prefix=incoming,
+        )
 
         # ---- the Glue job: reads incoming/, writes failed/, curated/ and quarantine/ -----------
         # PyMySQL and anything else Glue 5.0 lacks come as a zip of wheels (no PyPI from the VPC).
@@ -121,15 +142,7 @@ class Ingestion(Construct):
             "curated Parquet and upserts the rest into the database",
             package=package,
             database=database,
-            arguments={
-                "--curated_bucket": curated_bucket.bucket_name,
-                "--contract_name": settings.contract_name,
-                "--staging_method": settings.staging_method,
-                "--split_bytes": str(settings.split_mb << 20),
-                # No run outlives the job's timeout: a `running` audit row older than that
-                # belongs to a run that was killed, and the next run closes it.
-                "--stale_run_minutes": str(settings.glue_timeout_minutes),
-            },
+            arguments=job_args.default_arguments(),
             worker_type=settings.glue_worker_type,
             workers=settings.glue_workers,
             timeout_minutes=settings.glue_timeout_minutes,
@@ -195,9 +208,7 @@ class Ingestion(Construct):
             comment="Validate, quarantine, curate and load the uploaded file",
             glue_job_name=self.job.ref,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,  # .sync: wait for the run
-            arguments=sfn.TaskInput.from_object(
-                {f"--{name}": sfn.JsonPath.string_at(EVENT_FIELDS[name]) for name in RUN_ARGS}
-            ),
+            arguments=sfn.TaskInput.from_object(job_args.run_arguments()),
             result_selector={
                 "run_id.$": "$.Id",
                 "state.$": "$.JobRunState",

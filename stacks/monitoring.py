@@ -38,16 +38,15 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from churnops.drift import SNAPSHOT_DRIFT_METRIC
-from churnops.retrain.promote import EVENT_PROMOTED, EVENT_SOURCE
-from churnops.serving.app import LIVE_DRIFT_METRIC
+from churnops.wiring import (
+    EVENT_PROMOTED,
+    EVENT_SOURCE,
+    LIVE_DRIFT_METRIC,
+    METRICS_NAMESPACE,
+    SERVING_SERVICE_NAME,
+    SNAPSHOT_DRIFT_METRIC,
+)
 
-METRICS_NAMESPACE = "ChurnOps"  # POWERTOOLS_METRICS_NAMESPACE of every function (interfaces 5)
-# The serving handler publishes through Powertools Metrics, which adds the dimension `service`
-# (the function's POWERTOOLS_SERVICE_NAME, set in stacks/serving.py) to every datapoint, and an
-# alarm only sees a metric under its exact dimensions. tests/infra/test_monitoring.py checks this
-# against the serving function's environment.
-SERVING_METRICS_SERVICE = "serving"
 GLUE_SYNC_INTEGRATION = "arn:{partition}:states:::glue:startJobRun.sync"
 
 
@@ -205,7 +204,9 @@ class Monitoring(Construct):
         live_drift = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name=LIVE_DRIFT_METRIC,
-            dimensions_map={"service": SERVING_METRICS_SERVICE},
+            # Powertools adds the dimension `service` (the function's POWERTOOLS_SERVICE_NAME)
+            # to every datapoint; an alarm sees a metric only under its exact dimensions.
+            dimensions_map={"service": SERVING_SERVICE_NAME},
             period=drift_period,
             statistic="p50",
         )

@@ -30,10 +30,9 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from churnops.contract import get_contract
-from churnops.serving.validation import BATCH_KEY
+from churnops.wiring import BATCH_KEY, ServingEnvironment, registry_uri
 from stacks.database import log_retention
 from stacks.images import LAMBDA_ARCHITECTURE, SERVING_IMAGE
-from stacks.storage import REGISTRY_PREFIX
 
 HANDLER = "lambdas.serving.handler.handler"  # the image's CMD (interfaces 5)
 AUTHORIZATION = ("api_key", "iam")
@@ -114,14 +113,12 @@ class Serving(Construct):
             timeout=Duration.seconds(settings.timeout_seconds),
             reserved_concurrent_executions=settings.reserved_concurrency or None,
             tracing=lambda_.Tracing.ACTIVE if settings.tracing else lambda_.Tracing.DISABLED,
-            environment={
-                "REGISTRY_URI": f"s3://{registry_bucket.bucket_name}/{REGISTRY_PREFIX}",
-                "CONTRACT_NAME": settings.contract_name,
-                "CHAMPION_REFRESH_SECONDS": str(settings.champion_refresh_seconds),
-                "MAX_BATCH_SIZE": str(settings.max_batch_size),
-                "POWERTOOLS_SERVICE_NAME": "serving",
-                "POWERTOOLS_METRICS_NAMESPACE": "ChurnOps",
-            },
+            environment=ServingEnvironment(
+                registry_uri=registry_uri(registry_bucket.bucket_name),
+                contract_name=settings.contract_name,
+                refresh_seconds=settings.champion_refresh_seconds,
+                max_batch_size=settings.max_batch_size,
+            ).to_env(),
         )
 
         self.access_logs = logs.LogGroup(

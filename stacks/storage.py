@@ -3,7 +3,7 @@
 Every bucket blocks public access, refuses plain HTTP, is encrypted at rest and logs access to
 the access-log bucket. Prefixes, not extra buckets, separate data of one lifecycle class:
 raw holds `incoming/` (uploads) and `failed/` (files that could not be read); curated holds
-`curated/`, `quarantine/`, `snapshots/` and `predictions/`.
+`curated/`, `quarantine/`, `snapshots/` and `predictions/` (the prefixes: `churnops.wiring`).
 
 The `grant_*` helpers grant exact S3 actions on exact prefixes. CDK's `bucket.grant_read` grants
 `s3:GetObject*`, `s3:GetBucket*` and `s3:List*` on the whole bucket, which is more than any of our
@@ -19,11 +19,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-# The registry's root inside its bucket (interfaces 1 and 5: REGISTRY_URI = s3://<bucket>/models).
-REGISTRY_PREFIX = "models"
-RAW_INCOMING_PREFIX = "incoming/"
-RAW_FAILED_PREFIX = "failed/"
-CURATED_PREFIXES = ("curated/", "quarantine/", "snapshots/", "predictions/")
+from churnops import wiring
 
 
 @dataclass(frozen=True)
@@ -95,12 +91,12 @@ class Storage(Construct):
                 abort_uploads,
                 s3.LifecycleRule(
                     id="expire-incoming",
-                    prefix=RAW_INCOMING_PREFIX,
+                    prefix=wiring.INCOMING_PREFIX,
                     expiration=Duration.days(settings.incoming_expiration_days),
                 ),
                 s3.LifecycleRule(
                     id="expire-failed",
-                    prefix=RAW_FAILED_PREFIX,
+                    prefix=wiring.FAILED_PREFIX,
                     expiration=Duration.days(settings.failed_expiration_days),
                 ),
             ],
@@ -122,7 +118,7 @@ class Storage(Construct):
                 abort_uploads,
                 s3.LifecycleRule(
                     id="curated-to-infrequent-access",
-                    prefix="curated/",
+                    prefix=wiring.CURATED_PREFIX,
                     transitions=[
                         s3.Transition(
                             storage_class=s3.StorageClass.INFREQUENT_ACCESS,
@@ -132,17 +128,17 @@ class Storage(Construct):
                 ),
                 s3.LifecycleRule(
                     id="expire-quarantine",
-                    prefix="quarantine/",
+                    prefix=wiring.QUARANTINE_PREFIX,
                     expiration=Duration.days(settings.quarantine_expiration_days),
                 ),
                 s3.LifecycleRule(
                     id="expire-snapshots",
-                    prefix="snapshots/",
+                    prefix=wiring.SNAPSHOTS_PREFIX,
                     expiration=Duration.days(settings.snapshot_expiration_days),
                 ),
                 s3.LifecycleRule(
                     id="expire-predictions",
-                    prefix="predictions/",
+                    prefix=wiring.PREDICTIONS_PREFIX,
                     expiration=Duration.days(settings.prediction_expiration_days),
                 ),
             ],
@@ -165,7 +161,7 @@ class Storage(Construct):
 
     @property
     def registry_uri(self) -> str:
-        return f"s3://{self.registry_bucket.bucket_name}/{REGISTRY_PREFIX}"
+        return wiring.registry_uri(self.registry_bucket.bucket_name)
 
 
 def _object_arns(

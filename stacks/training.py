@@ -21,7 +21,7 @@ prefixes: the registry under `models/`, the curated bucket's `snapshots/` and `p
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, TimeZone, Validations
@@ -38,7 +38,16 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from churnops.retrain.settings import GateSettings
+from churnops.wiring import (
+    METRICS_NAMESPACE,
+    PREDICTIONS_PREFIX,
+    REGISTRY_PREFIX,
+    SNAPSHOTS_PREFIX,
+    BatchScoreArgs,
+    GateSettings,
+    RetrainEnvironment,
+    registry_uri,
+)
 from stacks.database import log_retention
 from stacks.flows import GLUE_START_ERRORS, failure_alert, logged_state_machine, vpc_glue_job
 from stacks.images import LAMBDA_ARCHITECTURE, TRAINING_IMAGE
@@ -47,9 +56,6 @@ if TYPE_CHECKING:
     from stacks.database import Database
 
 HANDLER_MODULE = "lambdas.retrain.handlers"
-REGISTRY_PREFIX = "models"
-SNAPSHOT_PREFIX = "snapshots"
-PREDICTION_PREFIX = "predictions"
 BATCH_SCORE_SCRIPT = "batch_score.py"
 # Errors worth a second attempt: the database or an AWS endpoint out of reach, never a domain
 # error. A Lambda step's error name is its exception's class name, so these are classes the
@@ -135,20 +141,17 @@ class Retrain(Construct):
             RemovalPolicy.DESTROY if settings.removal_policy == "destroy" else RemovalPolicy.RETAIN
         )
         retention = log_retention(settings.log_retention_days)
-        registry_uri = f"s3://{registry_bucket.bucket_name}/{REGISTRY_PREFIX}"
+        registry = registry_uri(registry_bucket.bucket_name)
 
         # ---- task functions -----------------------------------------------------------------
-        common_env = {
-            "REGISTRY_URI": registry_uri,
-            "CONTRACT_NAME": settings.contract_name,
-            "CURATED_BUCKET": curated_bucket.bucket_name,
-            "POWERTOOLS_SERVICE_NAME": "churnops-retrain",
-            "POWERTOOLS_METRICS_NAMESPACE": "ChurnOps",
-            "EVENT_BUS_NAME": "default",
-            "TRAIN_FAMILIES": ",".join(settings.training_families),
-            "TRAIN_FOLDS": str(settings.training_folds),
-            **settings.gate.to_env(),
-        }
+        step_env = RetrainEnvironment(
+            registry_uri=registry,
+            curated_bucket=curated_bucket.bucket_name,
+            contract_name=settings.contract_name,
+            gate=settings.gate,
+            train_families=settings.training_families,
+            train_folds=settings.training_folds,
+        )
         self.functions: dict[str, lambda_.DockerImageFunction] = {}
         self.roles: dict[str, iam.Role] = {}
         for step in STEPS:
@@ -165,11 +168,14 @@ class Retrain(Construct):
             # Our own log group and an inline grant on it, instead of AWSLambdaBasicExecutionRole
             # (which lets a function write to every log group in the account).
             log_group.grant_write(role)
-            env = dict(common_env)
+            env = step_env
             if in_vpc:
-                env["DB_SECRET_ARN"] = database.secret.secret_arn
                 # The instance secret CDK generates has no dbname: the function is told it.
-                env["DB_NAME"] = database.database_name
+                env = replace(
+                    env,
+                    db_secret_arn=database.secret.secret_arn,
+                    db_name=database.database_name,
+                )
             fn = lambda_.DockerImageFunction(
                 self,
                 f"{step.capitalize()}Function",
@@ -177,7 +183,7 @@ class Retrain(Construct):
                 code=TRAINING_IMAGE.code(cmd=[f"{HANDLER_MODULE}.{step}"]),
                 memory_size=settings.function_memory_mb,
                 timeout=Duration.seconds(settings.function_timeout_seconds),
-                environment=env,
+                environment=env.to_env(),
                 role=role,
                 log_group=log_group,
                 architecture=LAMBDA_ARCHITECTURE,
@@ -190,8 +196,8 @@ class Retrain(Construct):
             self.functions[step] = fn
             self.roles[step] = role
 
-        snapshot_objects = curated_bucket.arn_for_objects(f"{SNAPSHOT_PREFIX}/*")
-        registry_objects = registry_bucket.arn_for_objects(f"{REGISTRY_PREFIX}/*")
+        snapshot_objects = curated_bucket.arn_for_objects(f"{SNAPSHOTS_PREFIX}*")
+        registry_objects = registry_bucket.arn_for_objects(f"{REGISTRY_PREFIX}*")
         # Every wildcard a role is granted is acknowledged on that role alone, with its reason,
         # as it is granted (tests/infra/test_acknowledgements.py: no role acknowledges a grant it
         # lacks).
@@ -238,7 +244,7 @@ class Retrain(Construct):
             ["*"],
             "cloudwatch:PutMetricData has no resource type; a condition pins the ChurnOps "
             "namespace.",
-            conditions={"StringEquals": {"cloudwatch:namespace": "ChurnOps"}},
+            conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
         )
         default_bus = (
             f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default"
@@ -248,6 +254,18 @@ class Retrain(Construct):
         )
 
         # ---- batch scoring Glue job ---------------------------------------------------------
+        # What to score comes with each run, from the promote and snapshot steps' results.
+        batch_args = BatchScoreArgs(
+            registry_uri=registry,
+            input_uri=sfn.JsonPath.string_at("$.snapshot.Payload.uri"),
+            curated_bucket=curated_bucket.bucket_name,
+            model_version=sfn.JsonPath.string_at("$.promote.Payload.version"),
+            processing_date=sfn.JsonPath.string_at("$.promote.Payload.processing_date"),
+            db_secret_arn=database.secret.secret_arn,
+            # The instance secret CDK generates has no dbname: the job is told the name.
+            db_name=database.database_name,
+            contract_name=settings.contract_name,
+        )
         # onnxruntime, PyMySQL, ...: what Glue 5.0 lacks, as a zip of wheels built at synth from
         # containers/glue/batch_score.txt (the job's subnets have no route to PyPI).
         batch_score_job = vpc_glue_job(
@@ -261,11 +279,7 @@ class Retrain(Construct):
             description="Scores every customer of a snapshot with the champion (mapInPandas)",
             package=package,
             database=database,
-            arguments={
-                "--registry_uri": registry_uri,
-                "--curated_bucket": curated_bucket.bucket_name,
-                "--contract": settings.contract_name,
-            },
+            arguments=batch_args.default_arguments(),
             worker_type=settings.glue_worker_type,
             workers=settings.glue_workers,
             timeout_minutes=settings.glue_timeout_minutes,
@@ -277,11 +291,11 @@ class Retrain(Construct):
         grant(job_role, ["s3:GetObject"], [snapshot_objects, registry_objects], _RUN_TIME_KEYS)
         _list_prefix(job_role, registry_bucket, REGISTRY_PREFIX)
         # The job's plan lists the snapshot's Parquet parts (churnops.batch_scoring).
-        _list_prefix(job_role, curated_bucket, SNAPSHOT_PREFIX)
-        predictions = curated_bucket.arn_for_objects(f"{PREDICTION_PREFIX}/*")
+        _list_prefix(job_role, curated_bucket, SNAPSHOTS_PREFIX)
+        predictions = curated_bucket.arn_for_objects(f"{PREDICTIONS_PREFIX}*")
         # Delete: a re-run for the same day replaces that day's partition files.
         grant(job_role, ["s3:PutObject", "s3:DeleteObject"], [predictions], _RUN_TIME_KEYS)
-        _list_prefix(job_role, curated_bucket, PREDICTION_PREFIX)
+        _list_prefix(job_role, curated_bucket, PREDICTIONS_PREFIX)
 
         # ---- state machine ------------------------------------------------------------------
         failed = failure_alert(
@@ -317,15 +331,7 @@ class Retrain(Construct):
             comment="Score every customer of the snapshot with the new champion",
             glue_job_name=self.batch_score_job.ref,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            arguments=sfn.TaskInput.from_object(
-                {
-                    "--model_version": sfn.JsonPath.string_at("$.promote.Payload.version"),
-                    "--input_uri": sfn.JsonPath.string_at("$.snapshot.Payload.uri"),
-                    "--processing_date": sfn.JsonPath.string_at(
-                        "$.promote.Payload.processing_date"
-                    ),
-                }
-            ),
+            arguments=sfn.TaskInput.from_object(batch_args.run_arguments()),
             result_path="$.batch_score",
         )
         batch_score.add_retry(
@@ -476,11 +482,13 @@ class _Wildcards:
 
 
 def _list_prefix(role: iam.IRole, bucket: s3.IBucket, prefix: str) -> None:
-    """ListBucket limited to one prefix (the registry lists versions and history)."""
+    """ListBucket limited to one prefix (a folder such as "models/"; the registry lists versions
+    and history)."""
+    folder = prefix.rstrip("/")
     role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["s3:ListBucket"],
             resources=[bucket.bucket_arn],
-            conditions={"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}},
+            conditions={"StringLike": {"s3:prefix": [f"{folder}/*", folder]}},
         )
     )

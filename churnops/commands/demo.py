@@ -153,8 +153,6 @@ def _stop(twin: Any, progress: Progress) -> None:
 def _run_stages(
     args: argparse.Namespace, twin: Any, workdir: Path, progress: Progress, summary: dict[str, Any]
 ) -> None:
-    from churnops.local.twin import api_customers, call_api
-
     progress.begin("start the twin")
     state = twin.up(progress=progress.note)
     progress.done(f"moto {state['moto_endpoint']}, API {state.get('api_url')}")
@@ -169,14 +167,14 @@ def _run_stages(
     progress.done(f"{data.name}, drifted batch {drifted.name} (shift {DRIFT_SHIFT})")
 
     progress.begin("upload and ingest")
-    ingest = _ingested(twin, data)
-    summary["ingest"] = _ingest_summary(ingest)
+    ingest = summary["ingest"] = _ingested(twin, data)
     progress.done(f"{ingest['rows_loaded']} rows loaded, {ingest['rows_quarantined']} quarantined")
 
     progress.begin("retrain")
     retrain = _retrained(twin, "retrain flow")
     champion = _champion(twin)
-    _require(champion is not None, "the retrain flow finished without a champion")
+    if champion is None:
+        raise ChurnOpsError("the retrain flow finished without a champion")
     summary["retrain"] = {"decision": _decision(retrain.get("output")), "champion": champion}
     progress.done(f"champion {champion['version']}")
 
@@ -205,14 +203,14 @@ def _run_stages(
     )
 
     progress.begin("upload a drifted batch")
-    drifted_ingest = _ingested(twin, drifted)
-    summary["drifted_ingest"] = _ingest_summary(drifted_ingest)
+    drifted_ingest = summary["drifted_ingest"] = _ingested(twin, drifted)
     progress.done(f"{drifted_ingest['rows_loaded']} rows loaded")
 
     progress.begin("drift report")
     second = _retrained(twin, "second retrain flow")
     report = _drift_report(twin, second.get("output"))
-    _require(report is not None, "the retrain flow produced no drift report")
+    if report is None:
+        raise ChurnOpsError("the retrain flow produced no drift report")
     drifted_features = report.get("drifted_features") or []
     summary["drift"] = {
         "drifted_features": drifted_features,
@@ -234,17 +232,19 @@ def _why(result: dict[str, Any]) -> str:
 
 
 def _ingested(twin: Any, path: Path) -> dict[str, Any]:
-    """Upload a file to the twin's raw bucket and insist that its ingestion succeeded."""
+    """Upload a file to the twin's raw bucket, insist that its ingestion succeeded, and return
+    what the summary shows of it."""
     result = twin.upload(path)
     _require(
         result["status"] == "succeeded", f"ingestion of {path.name} failed: {result.get('error')}"
     )
-    return result
+    keys = ("file", "status", "rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
+    return {key: result.get(key) for key in keys}
 
 
 def _retrained(twin: Any, label: str) -> dict[str, Any]:
     """Run the retrain state machine and insist that the execution succeeded."""
-    result = twin.retrain()
+    result: dict[str, Any] = twin.retrain()
     _require(result["execution"] == "SUCCEEDED", f"{label} {result['execution']}: {_why(result)}")
     return result
 
@@ -261,21 +261,16 @@ def _generate(path: Path, rows: int, seed: int, shift: str | None = None) -> Pat
     return path
 
 
-def _ingest_summary(outcome: dict[str, Any]) -> dict[str, Any]:
-    keys = ("file", "status", "rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
-    return {key: outcome.get(key) for key in keys}
-
-
 def _champion(twin: Any) -> dict[str, Any] | None:
     with twin.environment():
         pointer = twin.registry().champion()
     return dict(pointer) if pointer else None
 
 
-def _verdict(data: Any) -> dict[str, Any] | None:
-    """The first dict whose `promote` is a yes/no: the evaluate step's gate verdict."""
+def _first_dict(data: Any, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The first dict in a nested JSON structure (depth first, in order) that passes `test`."""
     if isinstance(data, dict):
-        if isinstance(data.get("promote"), bool):
+        if test(data):
             return data
         children: Any = data.values()
     elif isinstance(data, list):
@@ -283,7 +278,7 @@ def _verdict(data: Any) -> dict[str, Any] | None:
     else:
         return None
     for child in children:
-        found = _verdict(child)
+        found = _first_dict(child, test)
         if found is not None:
             return found
     return None
@@ -291,7 +286,8 @@ def _verdict(data: Any) -> dict[str, Any] | None:
 
 def _decision(output: Any) -> Any:
     """The promotion gate's verdict in the flow's output, reduced to what a reader needs."""
-    verdict = _verdict(output)
+    # the evaluate step's gate verdict: the first dict whose `promote` is a yes/no
+    verdict = _first_dict(output, lambda d: isinstance(d.get("promote"), bool))
     if verdict is None:
         return output
     keep = (
@@ -310,43 +306,27 @@ def _decision(output: Any) -> Any:
 
 def _drift_report(twin: Any, output: Any) -> dict[str, Any] | None:
     """The drift report of the latest run: in the flow's output, else in the registry."""
-    from churnops.local.twin import find_key
+    from churnops.registry import DRIFT_REPORT
 
-    if find_key(output, "drifted_features") is not None:
-        report = _containing(output, "drifted_features")
-        if report is not None and report.get("report_uri"):
-            # the step returns a summary; the full report (PSI per feature) is in S3
-            from churnops import aws
+    report = _first_dict(output, lambda d: d.get("drifted_features") is not None)
+    if report is not None and report.get("report_uri"):
+        # the step returns a summary; the full report (PSI per feature) is in S3
+        from churnops import aws
 
-            with twin.environment():
-                bucket, key = aws.split_s3_uri(report["report_uri"])
-                body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-            return {**json.loads(body), **report}
-        if report is not None:
-            return report
+        with twin.environment():
+            bucket, key = aws.split_s3_uri(report["report_uri"])
+            body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return {**json.loads(body), **report}
+    if report is not None:
+        return report
     with twin.environment():
         registry = twin.registry()
         for card in reversed(registry.list_versions()):
             try:
-                return json.loads(registry.read(card["version"], "drift_report.json"))
+                found: dict[str, Any] = json.loads(registry.read(card["version"], DRIFT_REPORT))
+                return found
             except Exception:  # noqa: S112 - a version without a drift report: look further back
                 continue
-    return None
-
-
-def _containing(data: Any, key: str) -> dict[str, Any] | None:
-    if isinstance(data, dict):
-        if key in data:
-            return data
-        children: Any = data.values()
-    elif isinstance(data, list):
-        children = data
-    else:
-        return None
-    for child in children:
-        found = _containing(child, key)
-        if found is not None:
-            return found
     return None
 
 
@@ -364,8 +344,6 @@ def _predict_when_ready(
 ) -> tuple[int, Any]:
     """POST /predict; the API picks a new champion up within its refresh interval, so a 503 right
     after the first promotion is retried for a short while."""
-    from churnops.local.twin import call_api
-
     deadline = time.monotonic() + wait
     call: Callable[[], tuple[int, Any]] = lambda: call_api(  # noqa: E731
         base, "POST", "/predict", {"customers": customers}
@@ -377,3 +355,41 @@ def _predict_when_ready(
         time.sleep(1.0)
         status, body = call()
     return status, body
+
+
+def api_customers(
+    path: str | Path, count: int, contract_name: str = "telco"
+) -> list[dict[str, Any]]:
+    """The first `count` valid customers of a CSV as API request objects (id + features)."""
+    from churnops.contract import get_contract
+    from churnops.dataset import read_customers
+
+    contract = get_contract(contract_name)
+    return contract.api_customers(
+        contract.validate(read_customers(path, contract)).clean.head(count)
+    )
+
+
+def call_api(
+    base_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0
+) -> tuple[int, Any]:
+    """One HTTP request with the standard library's client: (status, parsed JSON body)."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - the twin's own loopback URL
+        f"{base_url.rstrip('/')}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        payload = err.read()
+        try:
+            return err.code, json.loads(payload or b"null")
+        except ValueError:
+            return err.code, payload.decode(errors="replace")

@@ -10,7 +10,7 @@ from churnops.cli import add_contract_option
 from churnops.errors import ChurnOpsError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("predict", help="score customers with the champion model")
     parser.add_argument(
         "--registry", required=True, help="registry directory or s3://bucket/prefix"

@@ -181,7 +181,7 @@ class LocalApiGateway:
 
     @property
     def url(self) -> str:
-        host = self._server.server_address[0]
+        host = str(self._server.server_address[0])
         return f"http://{host}:{self.port}"
 
     def start(self) -> LocalApiGateway:
@@ -289,7 +289,8 @@ class LocalApiGateway:
 
             def _read_chunked(self) -> bytes | None:
                 """A chunked body, whole; None when it was refused (answered already)."""
-                parts, size = [], 0
+                parts: list[bytes] = []
+                size = 0
                 while True:
                     line = self.rfile.readline(1024)
                     try:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -22,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from churnops.local.twin import STACK_NAME, TWIN_CREDENTIALS
+from churnops.local.processes import free_port
+from churnops.local.synthesis import STACK_NAME
+from churnops.local.twin import TWIN_CREDENTIALS
 
 LOG = logging.getLogger("churnops.twin")
 
@@ -41,14 +42,6 @@ class StateFile:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
         os.replace(tmp, self.path)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(state_dir: Path, cdk_out: Path, repo_root: Path) -> int:
@@ -112,7 +105,7 @@ def _start(
     from churnops.local.provision import DatabaseEndpoint, Provisioner
 
     # 1. moto, reached by everything in this process (handlers, Glue scripts) through the env
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     cleanups.append(("moto", server.stop))
@@ -138,19 +131,13 @@ def _start(
     if stop.is_set():
         return
 
-    def grant(user: str, dbname: str) -> str:
-        password = secrets.token_urlsafe(18)
-        database.create_database(dbname)
-        database.create_user(user, password, dbname)
-        return password
-
     # 3. everything the CDK app defines, from its synthesized template
     template = json.loads((cdk_out / f"{STACK_NAME}.template.json").read_text())
     provisioner = Provisioner(
         template,
         cdk_out=cdk_out,
         repo_root=repo_root,
-        database=DatabaseEndpoint(database.host, database.port, "mariadb", grant),
+        database=DatabaseEndpoint(database.host, database.port, "mariadb", database.grant),
         stack_name=STACK_NAME,
     )
     layout = provisioner.provision()

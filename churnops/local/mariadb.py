@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from churnops.errors import ChurnOpsError
+from churnops.local.processes import cmdline, free_port, log_tail
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "mariadb-install-db"
@@ -35,12 +36,6 @@ _SOCKET_PATH_LIMIT = 100
 def available() -> bool:
     """True when the server binaries this module drives are installed."""
     return Path(MARIADBD).is_file() and shutil.which(INSTALL_DB) is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _quote_identifier(name: str) -> str:
@@ -60,7 +55,7 @@ class PrivateMariaDB:
         self.data_dir = Path(data_dir).resolve()
         self.buffer_pool = buffer_pool
         self.host = "127.0.0.1"
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._adopted_pid: int | None = None
         socket_path = self.data_dir.parent / f"{self.data_dir.name}.sock"
@@ -206,6 +201,13 @@ class PrivateMariaDB:
                 if database is None:
                     cur.execute("GRANT FILE ON *.* TO %s@%s", (user, host))
 
+    def grant(self, user: str, database: str) -> str:
+        """`database` and a login with a fresh password for it; returns the password."""
+        password = secrets.token_urlsafe(18)
+        self.create_database(database)
+        self.create_user(user, password, database)
+        return password
+
     def secret_value(self, user: str, password: str, database: str) -> dict[str, Any]:
         """The JSON an RDS-managed Secrets Manager secret holds, pointing at this server."""
         return {
@@ -265,14 +267,16 @@ class PrivateMariaDB:
         except (FileNotFoundError, ValueError):
             return None
 
+    def server_pid(self) -> int | None:
+        """The pid of a live server of ours for this data directory (from any process)."""
+        pid = self._pid()
+        return pid if pid is not None and self._is_our_server(pid) else None
+
     def _is_our_server(self, pid: int) -> bool:
         """The pid is alive and is a mariadbd serving this data directory (not a recycled pid)."""
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
-        except OSError:
-            return False
-        return any(arg.endswith(b"mariadbd") for arg in cmdline[:1]) and (
-            f"--datadir={self.data_dir}".encode() in cmdline
+        arguments = cmdline(pid)
+        return any(arg.endswith("mariadbd") for arg in arguments[:1]) and (
+            f"--datadir={self.data_dir}" in arguments
         )
 
     def _clean_stale(self) -> None:
@@ -302,8 +306,4 @@ class PrivateMariaDB:
                 self._process.wait(timeout=10)
 
     def _log_tail(self) -> str:
-        try:
-            lines = self.log_file.read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return "no error log"
-        return " | ".join(lines[-3:])
+        return log_tail(self.log_file, 3, "no error log")

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from churnops.local.processes import free_port
+
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
@@ -80,12 +82,6 @@ def _private_tmp_script(hold: Path) -> str:
     return " && ".join(commands)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, limit: float) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -108,7 +104,7 @@ class TwoNodeSparkCluster:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="churnops-spark-")))
     worker_cores: int = 2
     worker_memory: str = "4g"
-    master_port: int = field(default_factory=_free_port)
+    master_port: int = field(default_factory=free_port)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -145,7 +141,7 @@ class TwoNodeSparkCluster:
                 "--port",
                 str(self.master_port),
                 "--webui-port",
-                str(_free_port()),
+                str(free_port()),
             ],
             env,
             master_log,
@@ -153,7 +149,7 @@ class TwoNodeSparkCluster:
         _wait_for_port(self.master_port, master, master_log, timeout)
         # The worker, and every executor it forks, sees a /tmp of its own: the driver's files
         # are not there, as on Glue's second node. Its work dir lives in that tmpfs too.
-        worker_port = _free_port()
+        worker_port = free_port()
         worker = " ".join(
             shlex.quote(part)
             for part in (
@@ -165,7 +161,7 @@ class TwoNodeSparkCluster:
                 "--port",
                 str(worker_port),
                 "--webui-port",
-                str(_free_port()),
+                str(free_port()),
                 "--cores",
                 str(self.worker_cores),
                 "--memory",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,9 +31,10 @@ import pandas as pd
 
 from churnops import aws
 from churnops.contract import Contract
-from churnops.drift import SNAPSHOT_DRIFT_METRIC, DriftCounts
+from churnops.drift import DriftCounts
 from churnops.registry import Registry
 from churnops.retrain.snapshot import StoredSnapshot, put_bytes
+from churnops.wiring import METRICS_NAMESPACE, SNAPSHOT_DRIFT_METRIC
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,12 @@ def build_report(
     return report
 
 
-def publish_metrics(report: dict[str, Any], contract: Contract) -> int:
+def publish_metrics(
+    report: dict[str, Any], contract: Contract, namespace: str = METRICS_NAMESPACE
+) -> int:
     """CloudWatch datapoints for a compared report; returns how many were sent."""
     if report.get("status") != "compared":
         return 0
-    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ChurnOps")
     data: list[dict[str, Any]] = [
         {"MetricName": SNAPSHOT_DRIFT_METRIC, "Value": float(report["max_psi"]), "Unit": "None"},
         {
@@ -112,6 +113,7 @@ def run_drift(
     contract: Contract,
     *,
     report_uri: str,
+    metrics_namespace: str = METRICS_NAMESPACE,
 ) -> dict[str, Any]:
     """Build, store and publish the report; returns a small summary for the next state."""
     report = build_report(registry, customers, contract)
@@ -120,7 +122,7 @@ def run_drift(
         json.dumps(report, indent=2, sort_keys=True, default=str).encode(),
         content_type="application/json",
     )
-    sent = publish_metrics(report, contract)
+    sent = publish_metrics(report, contract, metrics_namespace)
     log.info(
         "drift %s: max PSI %s, drifted %s",
         report["status"],

@@ -5,58 +5,35 @@ the interval is for the *difference* and the customers both models find easy or 
 That makes the interval far narrower than comparing two separate intervals, which is what lets a
 small real improvement through and keeps noise out.
 
-Resamples are drawn as multinomial counts (how often each row is picked) and every metric is
-computed with those counts as weights; for ROC-AUC the rows are sorted once per model and each
-resample costs one pass of cumulative sums, so a thousand resamples of a large holdout stay cheap.
-The counts are drawn and used a block of resamples at a time (`BOOTSTRAP_BLOCK_VALUES` counts per
-block, 64 MB): the whole [n_bootstrap, n] matrix of a 100,000-row holdout would be 800 MB, and
-each metric makes copies of it. The blocks come from one generator in order, so they are exactly
-the rows `bootstrap_counts` returns, and the figures do not depend on the block size.
+The resamples are `churnops.evaluation`'s bootstrap (the one training's holdout interval uses too):
+multinomial counts as weights, drawn a block at a time, every metric computed on the same block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from churnops.contract import Contract
 from churnops.errors import ChurnOpsError
-from churnops.retrain.settings import PRIMARY_METRIC_NAMES, GateSettings
+from churnops.evaluation import (
+    BOOTSTRAP_BLOCK_VALUES,
+    bootstrap_blocks,
+    percentile_interval,
+    weighted_roc_auc,
+)
+from churnops.scoring import decide
+from churnops.wiring import PRIMARY_METRIC_NAMES, GateSettings
 
 
-class _SortedScores:
-    """Scores sorted once, with tie groups, for weighted ROC-AUC over many weight vectors."""
-
-    def __init__(self, y: np.ndarray, scores: np.ndarray) -> None:
-        order = np.argsort(scores, kind="mergesort")
-        sorted_scores = scores[order]
-        self.order = order
-        self.y = y[order].astype(np.float64)
-        # Start index of each run of equal scores: tied pairs count one half, as in sklearn.
-        starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-        self.starts = starts
-
-    def auc(self, weights: np.ndarray) -> np.ndarray:
-        """ROC-AUC for each row of `weights` (shape [k, n] in original row order)."""
-        w = np.atleast_2d(weights)[:, self.order]
-        pos = np.add.reduceat(w * self.y, self.starts, axis=1)
-        neg = np.add.reduceat(w * (1.0 - self.y), self.starts, axis=1)
-        neg_below = np.cumsum(neg, axis=1) - neg
-        total_pos = pos.sum(axis=1)
-        total_neg = neg.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
-
-
-def _roc_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return _SortedScores(y, p).auc(weights)
-
-
-def _pr_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _pr_auc(
+    y: npt.NDArray[np.float64], p: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
     from sklearn.metrics import average_precision_score
 
     return np.array(
@@ -65,62 +42,36 @@ def _pr_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 # Higher is better for every primary metric; each takes (y, proba, weights[k, n]) -> [k].
-PRIMARY_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "roc_auc": _roc_auc,
+PRIMARY_METRICS: dict[
+    str,
+    Callable[
+        [npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
+        npt.NDArray[np.float64],
+    ],
+] = {
+    "roc_auc": weighted_roc_auc,
     "pr_auc": _pr_auc,
 }
 assert tuple(PRIMARY_METRICS) == PRIMARY_METRIC_NAMES
 
 
-def no_skill_value(metric: str, y: np.ndarray) -> float:
+def no_skill_value(metric: str, y: npt.NDArray[np.float64]) -> float:
     """What a model that ranks at random scores: 0.5 for ROC-AUC, the positive share for PR-AUC."""
     return 0.5 if metric == "roc_auc" else float(np.mean(y))
 
 
-def brier(y: np.ndarray, p: np.ndarray) -> float:
+def brier(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> float:
     return float(np.mean((p - y) ** 2))
 
 
-def recall_at(y: np.ndarray, p: np.ndarray, threshold: float) -> float:
+def recall_at(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64], threshold: float) -> float:
     positives = y == 1
     if not positives.any():
         return float("nan")
-    return float(np.mean(p[positives] >= threshold))
+    return float(np.mean(decide(p[positives], threshold)))
 
 
-# Counts held at once while bootstrapping (8 bytes each): 64 MB per block of resamples.
-BOOTSTRAP_BLOCK_VALUES = 8_000_000
-
-
-def bootstrap_blocks(
-    n: int, n_bootstrap: int, seed: int, block_values: int = BOOTSTRAP_BLOCK_VALUES
-) -> Iterator[np.ndarray]:
-    """`bootstrap_counts` in blocks of resamples ([k, n] each, k * n <= block_values unless one
-    resample alone is larger), drawn in order from one generator: concatenated, the blocks are
-    exactly `bootstrap_counts(n, n_bootstrap, seed)`."""
-    rng = np.random.default_rng(seed)
-    pvals = np.full(n, 1.0 / n)
-    per_block = max(1, block_values // max(n, 1))
-    for start in range(0, n_bootstrap, per_block):
-        size = min(per_block, n_bootstrap - start)
-        yield rng.multinomial(n, pvals, size=size).astype(np.float64)
-
-
-def bootstrap_counts(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """[n_bootstrap, n] multinomial counts: how often each row appears in each resample."""
-    return np.concatenate(list(bootstrap_blocks(n, n_bootstrap, seed, n * n_bootstrap)))
-
-
-def _interval(values: np.ndarray, confidence: float) -> list[float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return [float("nan"), float("nan")]
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return [float(lo), float(hi)]
-
-
-def slice_labels(frame: pd.DataFrame, column: str, edges: tuple[float, ...]) -> pd.Series:
+def slice_labels(frame: pd.DataFrame, column: str, edges: tuple[float, ...]) -> pd.Series[str]:
     """One label per row: the category itself, or the band of a numeric column ("tenure 12-24")."""
     if not edges:
         return frame[column].astype(str).rename(column)
@@ -144,12 +95,12 @@ class ModelScores:
     """One model's probabilities on the holdout, with the threshold it decides at."""
 
     version: str
-    proba: np.ndarray
+    proba: npt.NDArray[np.float64]
     threshold: float
 
 
 def _model_summary(
-    metric: str, y: np.ndarray, scores: ModelScores, point: float, ci: list[float]
+    metric: str, y: npt.NDArray[np.float64], scores: ModelScores, point: float, ci: list[float]
 ) -> dict[str, Any]:
     return {
         "version": scores.version,
@@ -166,8 +117,8 @@ class _SliceRows:
     """A slice large enough to matter, with its resampled differences as blocks arrive."""
 
     entry: dict[str, Any]
-    rows: np.ndarray
-    differences: list[np.ndarray]
+    rows: npt.NDArray[np.intp]
+    differences: list[npt.NDArray[np.float64]]
 
 
 def compare(
@@ -192,8 +143,8 @@ def compare(
     ones = np.ones((1, n))
     slices = _plan_slices(frame, contract, y, challenger, champion, settings) if champion else []
 
-    ch_blocks: list[np.ndarray] = []
-    cp_blocks: list[np.ndarray] = []
+    ch_blocks: list[npt.NDArray[np.float64]] = []
+    cp_blocks: list[npt.NDArray[np.float64]] = []
     for counts in bootstrap_blocks(n, settings.n_bootstrap, settings.seed, block_values):
         ch_blocks.append(score(y, challenger.proba, counts))
         if champion is None:
@@ -219,7 +170,7 @@ def compare(
         "n_bootstrap": settings.n_bootstrap,
         "confidence": settings.confidence,
         "challenger": _model_summary(
-            metric, y, challenger, ch_point, _interval(ch_boot, settings.confidence)
+            metric, y, challenger, ch_point, percentile_interval(ch_boot, settings.confidence)
         ),
         "champion": None,
         "difference": None,
@@ -231,17 +182,17 @@ def compare(
     cp_point = float(score(y, champion.proba, ones)[0])
     cp_boot = np.concatenate(cp_blocks)
     result["champion"] = _model_summary(
-        metric, y, champion, cp_point, _interval(cp_boot, settings.confidence)
+        metric, y, champion, cp_point, percentile_interval(cp_boot, settings.confidence)
     )
     result["difference"] = {
         "point": ch_point - cp_point,
-        "ci": _interval(ch_boot - cp_boot, settings.confidence),
+        "ci": percentile_interval(ch_boot - cp_boot, settings.confidence),
     }
     out = []
     for planned in slices:
         entry = planned.entry
         if entry["evaluable"]:
-            ci = _interval(np.concatenate(planned.differences), settings.confidence)
+            ci = percentile_interval(np.concatenate(planned.differences), settings.confidence)
             entry.update(
                 ci=ci,
                 clear_loss=bool(entry["difference"] < -settings.slice_tolerance and ci[1] < 0),
@@ -254,7 +205,7 @@ def compare(
 def _plan_slices(
     frame: pd.DataFrame,
     contract: Contract,
-    y: np.ndarray,
+    y: npt.NDArray[np.float64],
     challenger: ModelScores,
     champion: ModelScores,
     settings: GateSettings,

@@ -19,31 +19,38 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from churnops.contract import Contract, get_contract
 from churnops.errors import ChurnOpsError
-from churnops.registry import MODEL_ONNX, NEVER_CHAMPION, Registry
+from churnops.registry import Registry
 from churnops.retrain import sampling
 from churnops.retrain import snapshot as snap
 from churnops.retrain.promote import ACTOR
-from churnops.retrain.settings import GateSettings
+from churnops.wiring import (
+    DEFAULT_EVALUATION_HOLDOUT_ROWS,
+    DEFAULT_EVENT_BUS,
+    DEFAULT_SNAPSHOT_SLICE_ROWS,
+    DRIFT_REPORT,
+    METRICS_NAMESPACE,
+    MODEL_ONNX,
+    NEVER_CHAMPION,
+    STATUS_ELIGIBLE,
+    GateSettings,
+    RetrainEnvironment,
+    snapshot_run_prefix,
+)
 
-DRIFT_REPORT = "drift_report.json"
+# Beside a run's snapshot: its drift report (DRIFT_REPORT, as in the registry) and this.
 EVALUATION = "evaluation.json"
-# Most holdout customers both models are compared on (EVALUATE_HOLDOUT_ROWS). 100,000 puts the
-# standard error of a ROC-AUC near 0.002, well inside the gate's margin, and keeps the scoring of
-# two models and 1,000 resamples within a few minutes; above it the holdout is capped to the
-# customers with the smallest holdout hash (the same ones every run).
-DEFAULT_EVALUATION_HOLDOUT_ROWS = 100_000
 
 
 @dataclass(frozen=True)
 class RetrainEnv:
-    """What every step needs, from the environment variables CDK sets (interface 5)."""
+    """What every step needs: the functions' environment (`wiring.RetrainEnvironment`, which
+    CDK writes) with the contract resolved. Tests build it directly."""
 
     registry_uri: str
     curated_bucket: str
@@ -51,16 +58,17 @@ class RetrainEnv:
     gate: GateSettings = field(default_factory=GateSettings)
     db_secret_arn: str | None = None
     db_name: str | None = None  # CDK's instance secret has no dbname: the stack passes it
-    event_bus: str = "default"
+    event_bus: str = DEFAULT_EVENT_BUS
     # Training: families to try (empty: every family churnops.model knows) and CV folds.
     training_families: tuple[str, ...] = ()
     training_folds: int = 5
-    # Customers per slice of the snapshot (SNAPSHOT_SLICE_ROWS): one slice is in memory at once.
-    snapshot_slice_rows: int = snap.DEFAULT_SLICE_ROWS
-    # Most training customers the model is fitted on (TRAIN_FIT_ROWS; None: TrainingOptions'
-    # fit_rows): the train step reads a stratified sample of this size, never the whole split.
+    # Customers per slice of the snapshot: one slice is in memory at once.
+    snapshot_slice_rows: int = DEFAULT_SNAPSHOT_SLICE_ROWS
+    # Most training customers the model is fitted on (None: TrainingOptions' fit_rows): the
+    # train step reads a stratified sample of this size, never the whole split.
     training_fit_rows: int | None = None
     evaluation_holdout_rows: int = DEFAULT_EVALUATION_HOLDOUT_ROWS
+    metrics_namespace: str = METRICS_NAMESPACE
 
     def __post_init__(self) -> None:
         for name in ("snapshot_slice_rows", "training_fit_rows", "evaluation_holdout_rows"):
@@ -70,29 +78,24 @@ class RetrainEnv:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainEnv:
-        environ = os.environ if environ is None else environ
-        missing = [k for k in ("REGISTRY_URI", "CURATED_BUCKET") if not environ.get(k)]
-        if missing:
-            raise ChurnOpsError(f"environment variable(s) not set: {', '.join(missing)}")
+        return cls.from_wiring(RetrainEnvironment.from_env(environ))
+
+    @classmethod
+    def from_wiring(cls, env: RetrainEnvironment) -> RetrainEnv:
         return cls(
-            registry_uri=environ["REGISTRY_URI"],
-            curated_bucket=environ["CURATED_BUCKET"],
-            contract=get_contract(environ.get("CONTRACT_NAME") or "telco"),
-            gate=GateSettings.from_env(environ),
-            db_secret_arn=environ.get("DB_SECRET_ARN") or None,
-            db_name=environ.get("DB_NAME") or None,
-            event_bus=environ.get("EVENT_BUS_NAME") or "default",
-            training_families=tuple(
-                f.strip() for f in (environ.get("TRAIN_FAMILIES") or "").split(",") if f.strip()
-            ),
-            training_folds=_int(environ, "TRAIN_FOLDS", 5),
-            snapshot_slice_rows=_int(environ, "SNAPSHOT_SLICE_ROWS", snap.DEFAULT_SLICE_ROWS),
-            training_fit_rows=(
-                _int(environ, "TRAIN_FIT_ROWS", 0) if environ.get("TRAIN_FIT_ROWS") else None
-            ),
-            evaluation_holdout_rows=_int(
-                environ, "EVALUATE_HOLDOUT_ROWS", DEFAULT_EVALUATION_HOLDOUT_ROWS
-            ),
+            registry_uri=env.registry_uri,
+            curated_bucket=env.curated_bucket,
+            contract=get_contract(env.contract_name),
+            gate=env.gate,
+            db_secret_arn=env.db_secret_arn or None,
+            db_name=env.db_name or None,
+            event_bus=env.event_bus_name,
+            training_families=env.train_families,
+            training_folds=env.train_folds,
+            snapshot_slice_rows=env.snapshot_slice_rows,
+            training_fit_rows=env.train_fit_rows or None,
+            evaluation_holdout_rows=env.evaluate_holdout_rows,
+            metrics_namespace=env.metrics_namespace,
         )
 
     def training_options(self) -> Any:
@@ -115,16 +118,6 @@ class RetrainEnv:
     @property
     def registry(self) -> Registry:
         return Registry.open(self.registry_uri)
-
-
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ChurnOpsError(f"{name}={raw!r} is not a whole number") from None
 
 
 def result_of(state: Mapping[str, Any], step: str) -> dict[str, Any]:
@@ -189,14 +182,21 @@ def drift_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     from churnops.retrain.drift import run_drift
 
     taken = result_of(state, "snapshot")
-    report_uri = snap.run_prefix(env.curated_bucket, taken["run_id"]) + DRIFT_REPORT
+    report_uri = snapshot_run_prefix(env.curated_bucket, taken["run_id"]) + DRIFT_REPORT
     customers = stored_snapshot(env, taken)
-    return json_safe(run_drift(env.registry, customers, env.contract, report_uri=report_uri))
+    return json_safe(
+        run_drift(
+            env.registry,
+            customers,
+            env.contract,
+            report_uri=report_uri,
+            metrics_namespace=env.metrics_namespace,
+        )
+    )
 
 
 # ---- 3. train -----------------------------------------------------------------------------------
 def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
-    from churnops.registry import STATUS_ELIGIBLE
     from churnops.training import train
 
     taken = result_of(state, "snapshot")
@@ -291,7 +291,7 @@ def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
             ),
         ),
     )
-    evaluation_uri = snap.run_prefix(env.curated_bucket, taken["run_id"]) + EVALUATION
+    evaluation_uri = snapshot_run_prefix(env.curated_bucket, taken["run_id"]) + EVALUATION
     snap.put_bytes(
         evaluation_uri,
         _json_bytes({"evaluation": evaluation, "decision": decision.to_dict()}),

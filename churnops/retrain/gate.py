@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from churnops.retrain.settings import GateSettings
+from churnops.wiring import GateSettings
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from typing import Any
 
 from churnops import aws
 from churnops.registry import ConcurrentUpdateError, Registry
+from churnops.wiring import DEFAULT_EVENT_BUS, EVENT_PROMOTED, EVENT_SOURCE
 
 log = logging.getLogger(__name__)
 
-EVENT_SOURCE = "churnops.registry"
-EVENT_PROMOTED = "ChampionPromoted"
 ACTOR = "retrain-state-machine"
 
 
@@ -46,7 +44,7 @@ def promote(
     reason: str,
     details: dict[str, Any],
     actor: str = ACTOR,
-    event_bus: str | None = None,
+    event_bus: str = DEFAULT_EVENT_BUS,
     decision_id: str | None = None,
 ) -> dict[str, Any]:
     """Move the champion pointer to `version` if it still has `expected_etag` (None: only if
@@ -95,7 +93,7 @@ def publish_promotion(
     pointer: dict[str, Any],
     details: dict[str, Any],
     *,
-    event_bus: str | None = None,
+    event_bus: str = DEFAULT_EVENT_BUS,
 ) -> None:
     """EventBridge event `churnops.registry` / `ChampionPromoted` (alerting, and anything that
     wants to react to a new champion)."""
@@ -115,7 +113,7 @@ def publish_promotion(
                 "Source": EVENT_SOURCE,
                 "DetailType": EVENT_PROMOTED,
                 "Detail": json.dumps(detail, default=str),
-                "EventBusName": event_bus or os.environ.get("EVENT_BUS_NAME", "default"),
+                "EventBusName": event_bus,
             }
         ]
     )

@@ -56,19 +56,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churnops import aws
+from churnops import aws, storage
 from churnops.contract import Contract, Kind
 from churnops.errors import ChurnOpsError, DatabaseUnavailableError
+from churnops.wiring import (
+    DEFAULT_SNAPSHOT_SLICE_ROWS,
+    SNAPSHOT_CUSTOMERS_PREFIX,
+    snapshot_run_prefix,
+)
 
-SNAPSHOT_PREFIX = "snapshots/"
-CUSTOMERS_PREFIX = "customers/"
 MANIFEST_FILE = "_manifest.json"
 PART_SUFFIX = ".parquet"
 TRAIN, HOLDOUT = "train", "holdout"
 MANIFEST_FORMAT = 1
 # Customers per slice. A slice lives in memory as Arrow columns (about 150 bytes a Telco customer)
 # plus one fetch batch of Python tuples; 250,000 keeps the snapshot step well under 1 GB.
-DEFAULT_SLICE_ROWS = 250_000
+DEFAULT_SLICE_ROWS = DEFAULT_SNAPSHOT_SLICE_ROWS
 # Rows per round trip of the server-side cursor: the only Python objects alive at once.
 FETCH_ROWS = 10_000
 # Row groups of 100k rows let Spark (batch scoring) split a part across cores.
@@ -107,14 +110,9 @@ def new_run_id(moment: dt.datetime | None = None) -> str:
     return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-def run_prefix(bucket: str, run_id: str) -> str:
-    """Where a run's artefacts live: the snapshot, its drift report and the evaluation."""
-    return f"s3://{bucket}/{SNAPSHOT_PREFIX}{run_id}/"
-
-
 def snapshot_uri(bucket: str, run_id: str) -> str:
     """The snapshot's root prefix (ends in "/"): every customer in one `.parquet` under it."""
-    return run_prefix(bucket, run_id) + CUSTOMERS_PREFIX
+    return snapshot_run_prefix(bucket, run_id) + SNAPSHOT_CUSTOMERS_PREFIX
 
 
 def manifest_uri(uri: str) -> str:
@@ -475,12 +473,10 @@ class StoredSnapshot:
 
 def put_bytes(uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
     bucket, key = aws.split_s3_uri(uri)
-    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    storage.put_bytes(bucket, key, data, content_type)
 
 
 def get_bytes(uri: str) -> bytes:
+    """The object at `uri`; `ObjectNotFoundError` (a ChurnOpsError) when there is none."""
     bucket, key = aws.split_s3_uri(uri)
-    try:
-        return aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    except aws.client("s3").exceptions.NoSuchKey:
-        raise ChurnOpsError(f"no object at {uri}") from None
+    return storage.read_bytes(bucket, key)

@@ -7,7 +7,7 @@ OpenAPI document lists. Client input can only ever produce a 4xx; 503 means no c
 
 Every scored customer is also counted into a live drift window against the serving champion's
 reference statistics (`LiveDriftWindow`); the request that completes a window carries its report
-in its telemetry, and the handler publishes it as `LIVE_DRIFT_METRIC`: the measurement whose
+in its telemetry, and the handler publishes it as `wiring.LIVE_DRIFT_METRIC`: the measurement whose
 alarm starts a retrain (stacks/monitoring.py), because it comes from live traffic and never from
 a retrain.
 """
@@ -19,7 +19,6 @@ import binascii
 import json
 import logging
 import math
-import os
 import threading
 import time
 from bisect import bisect_right
@@ -32,24 +31,13 @@ from churnops.registry import Registry
 from churnops.serving.champion import ChampionWatcher
 from churnops.serving.model import ServingModel
 from churnops.serving.openapi import ROUTES, openapi_document
-from churnops.serving.validation import (
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_BODY_BYTES,
-    RequestRejected,
-    RequestValidator,
-)
+from churnops.serving.validation import RequestRejected, RequestValidator
+from churnops.wiring import DEFAULT_LIVE_DRIFT_WINDOW, ServingEnvironment
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 
-# CloudWatch metric (namespace ChurnOps; Powertools adds the dimension `service`): a closed live
-# window's largest feature PSI.
-LIVE_DRIFT_METRIC = "LiveMaxFeaturePSI"
-# Customers per live window. PSI of a sample from an unchanged population is about
-# (bins - 1) / rows per feature: 0.01 for 1,000 customers, far below the 0.2 drift line, while a
-# busy container still closes a window every few minutes.
-LIVE_DRIFT_WINDOW = 1000
 PSI_DRIFT_THRESHOLD = 0.2
 # The bins and the PSI of churnops/drift.py, which the serving image does not carry (it copies
 # only the serving modules): the reference statistics' key for missing values, and the floor on
@@ -81,7 +69,7 @@ class LiveDriftWindow:
         reference_stats: Mapping[str, Any],
         contract: Contract,
         *,
-        window: int = LIVE_DRIFT_WINDOW,
+        window: int = DEFAULT_LIVE_DRIFT_WINDOW,
         threshold: float = PSI_DRIFT_THRESHOLD,
     ) -> None:
         if window < 1:
@@ -240,43 +228,6 @@ class Telemetry:
     live_drift: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    registry_uri: str
-    contract_name: str = "telco"
-    refresh_seconds: float = 30.0
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    live_drift_window: int = LIVE_DRIFT_WINDOW  # customers per live drift measurement
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
-        env = os.environ if environ is None else environ
-        uri = env.get("REGISTRY_URI", "").strip()
-        if not uri:
-            raise ValueError(
-                "REGISTRY_URI is not set: the serving function needs the model registry"
-            )
-
-        def number(name: str, default: float, cast: Callable[[str], Any]) -> Any:
-            raw = env.get(name, "").strip()
-            try:
-                value = cast(raw) if raw else default
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a number") from None
-            if value < 0 or (cast is int and value == 0):
-                raise ValueError(f"{name}={raw!r} is out of range")
-            return value
-
-        return cls(
-            registry_uri=uri,
-            contract_name=env.get("CONTRACT_NAME", "").strip() or "telco",
-            refresh_seconds=number("CHAMPION_REFRESH_SECONDS", 30.0, float),
-            max_batch_size=number("MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, int),
-            live_drift_window=number("LIVE_DRIFT_WINDOW", LIVE_DRIFT_WINDOW, int),
-        )
-
-
 def _error(status: int, error: str, message: str, **headers: str) -> HttpResponse:
     return HttpResponse(status, {"error": error, "message": message}, headers)
 
@@ -302,7 +253,7 @@ class ServingApp:
 
     def __init__(
         self,
-        settings: ServingSettings,
+        settings: ServingEnvironment,
         *,
         contract: Contract | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -333,7 +284,7 @@ class ServingApp:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServingApp:
-        return cls(ServingSettings.from_environ(environ))
+        return cls(ServingEnvironment.from_env(environ))
 
     def warm_up(self) -> None:
         """Load the champion now (cold start), rather than on the first request."""

@@ -20,8 +20,9 @@ from typing import Any
 
 from churnops.contract import Contract
 from churnops.errors import ChurnOpsError
-from churnops.registry import MODEL_ONNX, Registry
+from churnops.registry import Registry
 from churnops.serving.model import ServingModel
+from churnops.wiring import MODEL_ONNX
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The champion as serving runs it: an ONNX Runtime session and the card's factor table.
+"""The champion as serving runs it: the ONNX graph (`churnops.scoring.OnnxModel`) and the card's
+factor table.
 
 The ONNX graph is the whole scikit-learn pipeline, preprocessing included, with one input per
 contract feature (`[None, 1]`, string for categorical, float32 for numeric) and a `probabilities`
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from churnops.contract import Contract, Kind
 from churnops.errors import ChurnOpsError, ContractMismatchError
+from churnops.scoring import POSITIVE_INDEX, PROBABILITY_OUTPUT, OnnxModel, predict
 from churnops.serving.validation import CustomerBatch
 
 TOP_FACTORS = 3
@@ -33,8 +36,8 @@ _PYTHON_RANKING_ROWS = 8
 
 @dataclass(frozen=True)
 class _NumericFactor:
-    edges: np.ndarray
-    effects: np.ndarray
+    edges: npt.NDArray[np.float64]
+    effects: npt.NDArray[np.float64]
     edge_list: list[float]
     effect_list: list[float]
 
@@ -77,7 +80,7 @@ class FactorTable:
             self.names.append(name)
             self._tables.append(table)
 
-    def effects(self, columns: dict[str, list[Any]], n: int) -> np.ndarray:
+    def effects(self, columns: dict[str, list[Any]], n: int) -> npt.NDArray[np.float64]:
         """Matrix [n, features] of log-odds effects (0 where a value is unknown or null)."""
         out = np.zeros((n, len(self.names)), dtype=np.float64)
         for j, (name, table) in enumerate(zip(self.names, self._tables, strict=True)):
@@ -100,7 +103,8 @@ class FactorTable:
         if n <= _PYTHON_RANKING_ROWS:
             rows = [self._row_effects(columns, i) for i in range(n)]
             orders = [
-                sorted(range(len(row)), key=lambda j, row=row: -abs(row[j]))[:k] for row in rows
+                sorted(range(len(row)), key=lambda j, row=row: -abs(row[j]))[:k]  # type: ignore[misc]
+                for row in rows
             ]
         else:
             matrix = self.effects(columns, n)
@@ -146,8 +150,6 @@ class ServingModel:
     """One registered version, loaded for serving. Refuses a model of another contract."""
 
     def __init__(self, *, card: dict[str, Any], onnx_bytes: bytes, contract: Contract) -> None:
-        import onnxruntime as ort  # here, not at module top: validation tests need no runtime
-
         self.version = str(card.get("version"))
         if card.get("schema_hash") != contract.schema_hash:
             raise ContractMismatchError(
@@ -158,71 +160,48 @@ class ServingModel:
         self.card = card
         self.contract = contract
         try:
-            self.threshold = float(card["threshold"])
+            threshold = float(card["threshold"])
             onnx_card = card["onnx"]
-            self._output = str(onnx_card.get("probability_output", "probabilities"))
-            self._positive = int(onnx_card.get("positive_index", 1))
+            output = str(onnx_card.get("probability_output", PROBABILITY_OUTPUT))
+            positive = int(onnx_card.get("positive_index", POSITIVE_INDEX))
         except (KeyError, TypeError, ValueError) as err:
             raise ChurnOpsError(f"model card of {self.version} is incomplete: {err}") from None
-        options = ort.SessionOptions()
-        # One thread: a request is one row or a few hundred, where a thread pool's wake-up costs
-        # more than it saves, and a Lambda at serving memory sizes has one or two vCPUs anyway.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Errors only: ONNX Runtime's warnings about unused initialisers of converted pipelines
-        # would otherwise land in the function's logs, unstructured, at every cold start.
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                onnx_bytes, options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph classes
-            raise ChurnOpsError(f"model {self.version}: model.onnx does not load: {err}") from None
-        inputs = {i.name: i.type for i in self.session.get_inputs()}
-        features = set(contract.feature_names)
-        if set(inputs) != features:
-            raise ContractMismatchError(
-                f"model {self.version}: ONNX inputs differ from the contract's features "
-                f"(missing: {sorted(features - set(inputs))}, extra: {sorted(set(inputs) - features)})"
-            )
-        if self._output not in {o.name for o in self.session.get_outputs()}:
-            raise ChurnOpsError(f"model {self.version}: ONNX graph has no output {self._output}")
-        self._feeds = [
-            (name, np.float32 if inputs[name] == "tensor(float)" else None)
-            for name in contract.feature_names
-        ]
+        self.model = OnnxModel(
+            onnx_bytes,
+            contract,
+            version=self.version,
+            threshold=threshold,
+            probability_output=output,
+            positive_index=positive,
+        )
         try:
             self.factors = FactorTable(card.get("factors") or {"features": {}}, contract)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ChurnOpsError(f"model {self.version}: malformed factor table ({err!r})") from None
 
-    def probabilities(self, customers: CustomerBatch) -> np.ndarray:
-        n = len(customers)
-        feed = {}
-        for name, dtype in self._feeds:
-            values = customers.columns[name]
-            if dtype is None:
-                feed[name] = np.array(values, dtype=object).reshape(n, 1)
-            else:
-                feed[name] = np.array(values, dtype=dtype).reshape(n, 1)
-        out = self.session.run([self._output], feed)[0]
-        return np.asarray(out, dtype=np.float64)[:, self._positive]
+    @property
+    def threshold(self) -> float:
+        return self.model.threshold
+
+    def probabilities(self, customers: CustomerBatch) -> npt.NDArray[np.float64]:
+        return self.model.probability(customers.columns)
 
     def predict(self, customers: CustomerBatch) -> list[dict[str, Any]]:
         """One result per customer: probability, decision at the card's threshold, top factors."""
-        probabilities = self.probabilities(customers)
+        probabilities, decisions = predict(self.model, customers.columns)
         factors = self.factors.top(customers.columns, len(customers))
         id_column = self.contract.id_column
         return [
             {
                 id_column: customer_id,
                 "churn_probability": round(float(p), 6),
-                "churn_prediction": int(p >= self.threshold),
+                "churn_prediction": int(d),
                 "model_version": self.version,
                 "factors": why,
             }
-            for customer_id, p, why in zip(customers.ids, probabilities, factors, strict=True)
+            for customer_id, p, d, why in zip(
+                customers.ids, probabilities, decisions, factors, strict=True
+            )
         ]
 
     def describe(self) -> dict[str, Any]:

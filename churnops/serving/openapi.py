@@ -11,9 +11,19 @@ from typing import Any
 
 from churnops import __version__
 from churnops.contract import Contract, Kind
-from churnops.serving.validation import BATCH_KEY, MAX_REPORTED_PROBLEMS
+from churnops.serving.validation import MAX_REPORTED_PROBLEMS
+from churnops.wiring import BATCH_KEY, SCORE_COLUMNS, SCORE_SCHEMA
 
 ROUTES = (("POST", "/predict"), ("GET", "/model"), ("GET", "/health"), ("GET", "/openapi.json"))
+# A score column's JSON type (wiring.SCORE_SCHEMA), and what the API says beyond it.
+_SCORE_JSON_TYPES = {"double": "number", "int": "integer", "string": "string"}
+_SCORE_DETAILS: dict[str, dict[str, Any]] = {
+    "churn_probability": {"minimum": 0, "maximum": 1},
+    "churn_prediction": {
+        "enum": [0, 1],
+        "description": "1 when churn_probability reaches the model's threshold",
+    },
+}
 
 
 def example_customer(contract: Contract, **overrides: Any) -> dict[str, Any]:
@@ -89,22 +99,13 @@ def component_schemas(contract: Contract, *, max_batch_size: int) -> dict[str, A
             "type": "object",
             "properties": {
                 contract.id_column: {"type": "string"},
-                "churn_probability": {"type": "number", "minimum": 0, "maximum": 1},
-                "churn_prediction": {
-                    "type": "integer",
-                    "enum": [0, 1],
-                    "description": "1 when churn_probability reaches the model's threshold",
+                **{
+                    name: {"type": _SCORE_JSON_TYPES[kind], **_SCORE_DETAILS.get(name, {})}
+                    for name, kind in SCORE_SCHEMA
                 },
-                "model_version": {"type": "string"},
                 "factors": {"type": "array", "items": _ref("Factor"), "maxItems": 3},
             },
-            "required": [
-                contract.id_column,
-                "churn_probability",
-                "churn_prediction",
-                "model_version",
-                "factors",
-            ],
+            "required": [contract.id_column, *SCORE_COLUMNS, "factors"],
             "additionalProperties": False,
         },
         "PredictResponse": {

@@ -25,11 +25,11 @@ from typing import Any
 
 from churnops.contract import Column, Contract, Kind
 
-BATCH_KEY = "customers"  # {"customers": [...]} is a batch; any other object is one customer
-DEFAULT_MAX_BATCH_SIZE = 1000
-# Lambda's synchronous payload limit: a bigger body never reaches the function in AWS, and the
-# local stand-in answers the same way.
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+# BATCH_KEY: {"customers": [...]} is a batch; any other object is one customer. The body limit
+# is Lambda's synchronous payload limit: a bigger body never reaches the function in AWS, and
+# the local stand-in answers the same way.
+from churnops.wiring import BATCH_KEY, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BODY_BYTES
+
 MAX_REPORTED_PROBLEMS = 50  # a body of 1,000 bad customers gets a readable answer, not a novel
 _SHOWN_CHARS = 40  # an echoed bad value is cut to this length
 _FLOAT32_MAX = 3.4e38

@@ -17,10 +17,18 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from churnops.serving.app import LIVE_DRIFT_METRIC, HttpRequest, ServingApp, Telemetry
+from churnops.serving.app import HttpRequest, ServingApp, Telemetry
+from churnops.wiring import (
+    LIVE_DRIFT_METRIC,
+    METRICS_NAMESPACE,
+    SERVING_SERVICE_NAME,
+    ServingEnvironment,
+)
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "churnops-serving"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ChurnOps"))
+# Built at import, before the app (and so the whole environment) is read at the cold start.
+_ENV_NAMES = ServingEnvironment.env_names()
+logger = Logger(service=os.environ.get(_ENV_NAMES["powertools_service_name"], SERVING_SERVICE_NAME))
+metrics = Metrics(namespace=os.environ.get(_ENV_NAMES["metrics_namespace"], METRICS_NAMESPACE))
 
 _LOGGED_IDS = 20  # a batch's log line names its first customers, not all thousand
 

@@ -229,7 +229,7 @@ def test_retrain_promotes_the_first_champion(twin):
 
 
 def test_api_scores_customers_with_the_champion(twin, data_dir):
-    from churnops.local.twin import api_customers, call_api
+    from churnops.commands.demo import api_customers, call_api
 
     base = twin.status()["api_url"]
     with twin.environment():
@@ -410,7 +410,7 @@ def test_a_load_killed_mid_merge_leaves_the_twins_table_as_it_was(twin, data_dir
 
 # ---- stopping ----------------------------------------------------------------------------------
 def test_down_leaves_no_process_and_no_state(twin):
-    from churnops.local.twin import group_members
+    from churnops.local.processes import group_members
 
     stopped = twin.down()
     assert stopped["daemon"]
@@ -437,7 +437,7 @@ def test_killed_daemon_mid_run_is_cleaned_up_by_the_next_up(twin, data_dir):
     # THEN the next `up` cleans up what it left and starts afresh
     state = twin.up()
     assert state["status"] == "ready" and state["pid"] != old_pid
-    from churnops.local.twin import group_members
+    from churnops.local.processes import group_members
 
     assert group_members(old_pid) == [], "the killed daemon's children (Spark JVM) survived"
     assert len([p for p in _processes_of(twin) if "mariadbd" in p]) == 1

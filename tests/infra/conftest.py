@@ -36,11 +36,12 @@ class Core:
 
 @pytest.fixture(scope="session")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Core:
+    from churnops.wiring import REGISTRY_PREFIX
     from stacks.alerts import Alerts, AlertsSettings
     from stacks.database import Database, DatabaseSettings
     from stacks.monitoring import Monitoring, MonitoringSettings
     from stacks.serving import Serving, ServingSettings
-    from stacks.storage import REGISTRY_PREFIX, Storage, StorageSettings, grant_object_read
+    from stacks.storage import Storage, StorageSettings, grant_object_read
 
     flags = {k: v for k, v in cdk_json_context().items() if k.startswith("@aws-cdk/")}
     app = App(context=flags, outdir=str(tmp_path_factory.mktemp("core-cdk-out")))

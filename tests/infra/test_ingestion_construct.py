@@ -13,7 +13,7 @@ from aws_cdk import App, Stack, Validations
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from glue_jobs.ingest_customers import OPTIONAL_ARGS, REQUIRED_ARGS, RUN_ARGS
+from churnops.wiring import IngestArgs
 from stacks.assets import churnops_package_asset
 from stacks.ingestion import Ingestion, IngestionSettings
 from tests.stand_ins import ACCOUNT, REGION, host_constructs, synth_keeping_nag_failure
@@ -118,7 +118,7 @@ def test_glue_task_runs_sync_with_bucket_and_key_from_the_event(template: Templa
     }
     assert {
         a.removeprefix("--").removesuffix(".$") for a in state["Parameters"]["Arguments"]
-    } == set(RUN_ARGS)
+    } == set(IngestArgs.RUN_ARGS)
 
 
 def test_a_failed_run_marks_the_file_then_alerts_then_fails(template: Template) -> None:
@@ -188,10 +188,11 @@ def test_glue_job_is_glue_5_in_the_vpc_with_the_arguments_the_script_needs(
     assert "SecurityConfiguration" in props
     arguments = props["DefaultArguments"]
     # Every argument the script requires comes from the job (DefaultArguments) or the run.
-    given = {k.removeprefix("--") for k in arguments} | set(RUN_ARGS)
-    assert set(REQUIRED_ARGS) <= given
-    assert set(OPTIONAL_ARGS) <= given
+    given = {k.removeprefix("--") for k in arguments} | set(IngestArgs.RUN_ARGS)
+    assert set(IngestArgs.required_args()) <= given
+    assert set(IngestArgs.optional_args()) <= given
     assert arguments["--contract_name"] == "telco"
+    assert arguments["--incoming_prefix"] == SETTINGS.incoming_prefix
     assert "--extra-py-files" in arguments
     # Wheels from a zip in S3, not PyPI (tests/infra/test_glue_dependencies.py).
     assert arguments["--python-modules-installer-option"] == "--no-index"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from churnops.retrain.promote import EVENT_PROMOTED, EVENT_SOURCE
+from churnops.wiring import EVENT_PROMOTED, EVENT_SOURCE
 from tests.infra.template_helpers import logical_id
 
 
@@ -149,7 +149,7 @@ def test_live_drift_alarm_watches_the_metric_as_the_serving_function_publishes_i
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from churnops.serving.app import LIVE_DRIFT_METRIC
+    from churnops.wiring import LIVE_DRIFT_METRIC
 
     # GIVEN the serving function's environment as deployed
     function = template.to_json()["Resources"][logical_id(core.serving.function)]

@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from churnops.contract import get_contract
-from churnops.serving.validation import BATCH_KEY
+from churnops.wiring import BATCH_KEY
 from stacks.serving import ServingSettings, predict_request_schema, to_apigw_schema
 from tests.infra.template_helpers import acknowledged_rules, logical_id, open_nag_findings
 

@@ -12,7 +12,7 @@ from aws_cdk import App, Stack, Validations
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from churnops.retrain.settings import GateSettings
+from churnops.wiring import BatchScoreArgs, GateSettings
 from stacks.assets import churnops_package_asset
 from stacks.training import STEPS, Retrain, RetrainSettings
 from tests.stand_ins import ACCOUNT, REGION, host_constructs, synth_keeping_nag_failure
@@ -119,6 +119,13 @@ def test_batch_scoring_runs_glue_sync_with_the_promoted_version(template: Templa
     args = state["Parameters"]["Arguments"]
     assert args["--model_version.$"] == "$.promote.Payload.version"
     assert args["--input_uri.$"] == "$.snapshot.Payload.uri"
+    assert {a.removeprefix("--").removesuffix(".$") for a in args} == set(BatchScoreArgs.RUN_ARGS)
+    (job,) = template.find_resources("AWS::Glue::Job").values()
+    given = {k.removeprefix("--") for k in job["Properties"]["DefaultArguments"]}
+    # Every argument the script reads comes from the job (DefaultArguments) or the run.
+    assert set(BatchScoreArgs.required_args()) | set(BatchScoreArgs.optional_args()) <= given | set(
+        BatchScoreArgs.RUN_ARGS
+    )
     template.has_resource_properties(
         "AWS::Glue::Job",
         {
@@ -126,7 +133,7 @@ def test_batch_scoring_runs_glue_sync_with_the_promoted_version(template: Templa
             "Command": Match.object_like({"Name": "glueetl"}),
             "DefaultArguments": Match.object_like(
                 {
-                    "--contract": SETTINGS.contract_name,
+                    "--contract_name": SETTINGS.contract_name,
                     "--extra-py-files": Match.any_value(),
                     # The wheels Glue lacks come from a zip built at synth: no PyPI in the VPC.
                     "--additional-python-modules": Match.string_like_regexp(r"\.gluewheels\.zip$"),

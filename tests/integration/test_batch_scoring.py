@@ -115,20 +115,20 @@ def test_every_customer_is_scored_by_tasks_that_read_and_write_their_own_parts(s
 
 
 def test_a_rerun_replaces_the_date_and_a_failed_run_leaves_it(setup, spark):  # type: ignore[no-untyped-def]
-    from churnops import gluejob
+    from churnops import storage
     from churnops.aws import client
 
     prefix = "predictions/processing_date=2031-02-01/"
     # GIVEN a committed output for the date
     first = run_job(setup, spark, "2031-02-01")
-    first_parts = json.loads(gluejob.read_bytes(setup.curated, prefix + MANIFEST))["parts"]
+    first_parts = json.loads(storage.read_bytes(setup.curated, prefix + MANIFEST))["parts"]
     # WHEN the same date is scored again
     second = run_job(setup, spark, "2031-02-01")
     # THEN the manifest names the new run's parts alone and the old parts are gone
-    manifest = json.loads(gluejob.read_bytes(setup.curated, prefix + MANIFEST))
+    manifest = json.loads(storage.read_bytes(setup.curated, prefix + MANIFEST))
     assert manifest["run_id"] == second["run_id"] != first["run_id"]
     assert second["replaced_objects"] == len(first_parts)
-    listed = {o["Key"] for o in gluejob.list_objects(setup.curated, prefix)}
+    listed = {o["Key"] for o in storage.list_objects(setup.curated, prefix)}
     assert listed == {prefix + MANIFEST, *manifest["parts"]}
 
     # GIVEN an input whose second part is not Parquet at all (the plan fails on the driver)
@@ -139,7 +139,7 @@ def test_a_rerun_replaces_the_date_and_a_failed_run_leaves_it(setup, spark):  # 
     with pytest.raises(ChurnOpsError, match=r"part-1\.parquet is not a readable Parquet file"):
         run_job(setup, spark, "2031-02-01", input_uri=f"s3://{setup.curated}/{broken}")
     # THEN readers still get the whole previous output, nothing of the failed run
-    assert json.loads(gluejob.read_bytes(setup.curated, prefix + MANIFEST)) == manifest
+    assert json.loads(storage.read_bytes(setup.curated, prefix + MANIFEST)) == manifest
     kept = read_committed(setup.curated, "predictions", "2031-02-01")
     assert len(kept) == len(setup.customers)
 
@@ -147,11 +147,11 @@ def test_a_rerun_replaces_the_date_and_a_failed_run_leaves_it(setup, spark):  # 
 def test_a_task_failure_after_other_parts_were_written_leaves_the_old_output(setup, spark):  # type: ignore[no-untyped-def]
     """A part that plans fine but fails inside its task (a column missing): the tasks that ran
     wrote parts, yet no manifest names them."""
-    from churnops import gluejob
+    from churnops import storage
 
     prefix = "predictions/processing_date=2031-03-01/"
     run_job(setup, spark, "2031-03-01")
-    manifest = json.loads(gluejob.read_bytes(setup.curated, prefix + MANIFEST))
+    manifest = json.loads(storage.read_bytes(setup.curated, prefix + MANIFEST))
     lacking = "snapshots/run-lacking/customers/"
     _put_parquet(setup.curated, lacking + "part-0.parquet", setup.customers.iloc[:400], 100)
     _put_parquet(
@@ -162,7 +162,7 @@ def test_a_task_failure_after_other_parts_were_written_leaves_the_old_output(set
     )
     with pytest.raises(Exception, match="tenure"):
         run_job(setup, spark, "2031-03-01", input_uri=f"s3://{setup.curated}/{lacking}")
-    assert json.loads(gluejob.read_bytes(setup.curated, prefix + MANIFEST)) == manifest
+    assert json.loads(storage.read_bytes(setup.curated, prefix + MANIFEST)) == manifest
     assert len(read_committed(setup.curated, "predictions", "2031-03-01")) == len(setup.customers)
 
 

@@ -563,13 +563,14 @@ def test_guard_moto_internals_the_hooks_rely_on(moto_ext):
     )
 
     from churnops.local import moto_ext as extension
+    from churnops.local.moto_ext.stepfunctions import _Boto3AtTwinEndpoint
 
     assert moto.__version__ == extension.MOTO_VERSION == "5.2.5"
     assert default_user_config["stepfunctions"]["execute_state_machine"] is True
     for owner, name in extension.patch_targets():
         patched = getattr(owner, name)
         assert getattr(patched, "__wrapped__", None) is not None or isinstance(
-            patched, extension._Boto3AtTwinEndpoint
+            patched, _Boto3AtTwinEndpoint
         ), f"{owner}.{name} is not patched"
     # what the ranged-GET view reads: the object's buffer, its lock and its size
     from moto.s3.models import FakeKey

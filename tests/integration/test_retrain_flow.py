@@ -39,7 +39,7 @@ def synthesize(outdir: Path) -> dict[str, Any]:
     """The Retrain construct wired to the real Storage, Alerts and Database constructs."""
     import aws_cdk as cdk
 
-    from churnops.retrain.settings import GateSettings
+    from churnops.wiring import GateSettings
     from stacks.assets import churnops_package_asset
     from stacks.training import Retrain, RetrainSettings
     from tests.stand_ins import ACCOUNT, REGION, host_constructs

@@ -374,8 +374,8 @@ def test_the_steps_read_their_split_part_by_part_within_their_bounds(
     from churnops.drift import drift_report
     from churnops.registry import Registry
     from churnops.retrain import flow
-    from churnops.retrain.settings import GateSettings
     from churnops.training import TrainingOptions, train
+    from churnops.wiring import GateSettings
 
     # GIVEN the customer table and a champion with reference statistics
     load(connect(), customers)

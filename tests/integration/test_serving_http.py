@@ -34,10 +34,11 @@ from churnops.dataset import parse_customers
 from churnops.local.apigw import LocalApiGateway
 from churnops.model import model_frame, positive_probability
 from churnops.registry import Registry
-from churnops.serving.app import ServingApp, ServingSettings
+from churnops.serving.app import ServingApp
 from churnops.serving.openapi import example_customer
 from churnops.synthetic import generate, write_csv
 from churnops.training import TrainingOptions, register_result, train
+from churnops.wiring import ServingEnvironment
 from lambdas.serving import handler as handler_module
 from lambdas.serving.handler import make_handler
 from tests.conftest import REPO, free_port
@@ -118,7 +119,7 @@ class Api:
 
 def serve(registry_uri: str, *, refresh_seconds: float = 0, api_key: str | None = None) -> Api:
     app = ServingApp(
-        ServingSettings(
+        ServingEnvironment(
             registry_uri=registry_uri,
             refresh_seconds=refresh_seconds,
             max_batch_size=MAX_BATCH,
@@ -337,7 +338,7 @@ def test_the_pointer_is_checked_at_most_once_per_interval(champion, tmp_path):
     registry = copy_registry(champion, tmp_path)
     now = [1000.0]
     app = ServingApp(
-        ServingSettings(registry_uri=registry.uri, refresh_seconds=30), clock=lambda: now[0]
+        ServingEnvironment(registry_uri=registry.uri, refresh_seconds=30), clock=lambda: now[0]
     )
     app.warm_up()
     newer = registry.register(dict(champion.files), dict(champion.card))

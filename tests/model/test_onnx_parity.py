@@ -8,7 +8,8 @@ import pytest
 
 from churnops.contract import TELCO
 from churnops.model import build, fit, model_frame, positive_probability
-from churnops.onnx_export import export, onnx_probability, onnx_session, onnx_signature
+from churnops.onnx_export import export, onnx_signature
+from churnops.scoring import OnnxModel, open_session
 from churnops.synthetic import generate
 
 FAMILY_PARAMS = {
@@ -29,9 +30,9 @@ def data():  # type: ignore[no-untyped-def]
 def test_onnx_matches_sklearn_on_10000_rows(data, family: str) -> None:  # type: ignore[no-untyped-def]
     X, y, X_score = data
     model = fit(build(family, TELCO, FAMILY_PARAMS[family], seed=1), X, y)
-    session = onnx_session(export(model, TELCO))
+    onnx = OnnxModel(export(model, TELCO), TELCO, version="test", threshold=0.5)
     expected = positive_probability(model, X_score)
-    got = onnx_probability(session, X_score, TELCO)
+    got = onnx.probability(X_score)
     assert len(got) == 10_000
     assert np.max(np.abs(got - expected)) <= 1e-5
 
@@ -46,8 +47,8 @@ def test_customers_on_bin_edges_score_alike(data) -> None:  # type: ignore[no-un
     for column, edges in zip(columns, binner.bin_edges_, strict=True):
         edge_rows[column] = np.resize(edges, len(edge_rows))
     # THEN ONNX Runtime (float32) puts them in the same bins as scikit-learn
-    session = onnx_session(export(model, TELCO))
-    got = onnx_probability(session, edge_rows, TELCO)
+    onnx = OnnxModel(export(model, TELCO), TELCO, version="test", threshold=0.5)
+    got = onnx.probability(edge_rows)
     assert np.max(np.abs(got - positive_probability(model, edge_rows))) <= 1e-5
 
 
@@ -63,7 +64,7 @@ def test_onnx_signature_follows_the_contract() -> None:
 def test_onnx_graph_inputs_match_signature(data) -> None:  # type: ignore[no-untyped-def]
     X, y, _ = data
     model = fit(build("logistic", TELCO, {"C": 1.0}, seed=1), X, y)
-    session = onnx_session(export(model, TELCO))
+    session = open_session(export(model, TELCO))
     inputs = {i.name: i.type for i in session.get_inputs()}
     assert list(inputs) == TELCO.feature_names
     assert inputs["MonthlyCharges"] == "tensor(float)"

@@ -7,7 +7,7 @@ import pytest
 
 from churnops.contract import TELCO
 from churnops.model import model_frame, positive_probability
-from churnops.onnx_export import onnx_probability, onnx_session
+from churnops.scoring import OnnxModel
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -65,8 +65,8 @@ def test_card_follows_interface(telco_result) -> None:  # type: ignore[no-untype
 
 def test_onnx_of_the_registered_model_matches(telco_result, telco_clean) -> None:  # type: ignore[no-untyped-def]
     X = model_frame(telco_clean, TELCO)
-    session = onnx_session(telco_result.files["model.onnx"])
-    diff = np.abs(onnx_probability(session, X, TELCO) - positive_probability(telco_result.model, X))
+    onnx = OnnxModel(telco_result.files["model.onnx"], TELCO, version="test", threshold=0.5)
+    diff = np.abs(onnx.probability(X) - positive_probability(telco_result.model, X))
     assert diff.max() <= 1e-5
 
 

@@ -29,10 +29,13 @@ CHILD = textwrap.dedent(
     import pandas as pd
     sys.path.insert(0, sys.argv[1])
     from churnops import batch_scoring
+    from churnops.contract import get_contract
+    from churnops.scoring import score
 
     model = batch_scoring.load_model(sys.argv[2], None, "telco")
     rows = pd.read_json(sys.argv[3], orient="split", dtype=False)
-    probability = batch_scoring.Scorer(model).probability(rows)
+    scores = score(rows, batch_scoring.scorer(model), get_contract("telco"))
+    probability = scores["churn_probability"]
     heavy = sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules)
     print(json.dumps({"probability": [float(p) for p in probability], "imported": heavy}))
     """

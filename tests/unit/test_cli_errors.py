@@ -239,3 +239,25 @@ def test_train_bad_options(capsys, tmp_path, files) -> None:  # type: ignore[no-
     for argv, message in cases:
         code, _, err = run(capsys, *base, *argv)
         assert_one_line_error(code, err, message)
+
+
+def test_an_aws_failure_is_one_line(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """AWS errors other than "not found" pass through the S3 adapter unchanged (so Step Functions
+    can retry them by name); the command line still reports them in one line."""
+    import socket
+
+    from churnops import aws
+
+    with socket.socket() as sock:  # a port nothing listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws.reset_clients()
+    try:
+        code, _, err = run(capsys, "registry", "list", "--registry", "s3://churn-models/models")
+    finally:
+        aws.reset_clients()
+    assert_one_line_error(code, err, "EndpointConnectionError", f"127.0.0.1:{port}")

@@ -8,6 +8,7 @@ configured name is refused by name rather than sent to a literal default."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,17 @@ def test_an_unreachable_database_is_an_error_the_retrain_retry_names() -> None:
         database.connect(closed)
     assert type(caught.value).__name__ == "DatabaseUnavailableError"
     assert "pw-never-shown" not in str(caught.value)
+
+
+def test_awswrangler_cannot_connect_with_the_stacks_secret(aws_env) -> None:  # type: ignore[no-untyped-def]
+    """Why the jobs connect with `database.connect` and not `awswrangler.mysql.connect` (README,
+    "Why each heavy dependency is here"): the stack deploys RDS for MariaDB by default, whose
+    secret says `"engine": "mariadb"` (Secrets Manager's JSON structure for RDS credentials),
+    and awswrangler accepts only MySQL engines. If a release accepts it, revisit the choice."""
+    import awswrangler as wr
+
+    cdk_json = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())
+    assert cdk_json["context"]["churnops"]["database"]["engine"] == RDS_ATTACHED["engine"]
+    arn = secret(aws_env, "as-deployed", {**RDS_ATTACHED, "dbname": "churn_analytics"})
+    with pytest.raises(wr.exceptions.InvalidDatabaseType, match="mariadb"):
+        wr.mysql.connect(secret_id=arn)

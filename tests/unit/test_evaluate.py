@@ -9,14 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 from churnops.contract import TELCO
 from churnops.errors import ChurnOpsError
-from churnops.retrain.evaluate import (
-    ModelScores,
-    _SortedScores,
-    bootstrap_counts,
-    compare,
-    slice_labels,
-)
-from churnops.retrain.settings import GateSettings
+from churnops.evaluation import SortedScores, bootstrap_counts
+from churnops.retrain.evaluate import ModelScores, compare, slice_labels
+from churnops.wiring import GateSettings
 
 SETTINGS = GateSettings(n_bootstrap=400, seed=3)
 
@@ -51,7 +46,7 @@ def test_weighted_auc_matches_sklearn_with_sample_weights(ties: bool) -> None:
     if ties:
         p = np.round(p, 1)  # many tied scores: each tied pair counts one half
     counts = bootstrap_counts(500, 5, seed=2)
-    ours = _SortedScores(y, p).auc(counts)
+    ours = SortedScores(y, p).auc(counts)
     theirs = [roc_auc_score(y, p, sample_weight=w) for w in counts]
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
 

@@ -12,7 +12,7 @@ from churnops.contract import TELCO
 from churnops.errors import ChurnOpsError
 from churnops.retrain.evaluate import ModelScores, compare
 from churnops.retrain.gate import decide
-from churnops.retrain.settings import GateSettings
+from churnops.wiring import GateSettings
 
 SETTINGS = GateSettings(n_bootstrap=300, seed=11)
 

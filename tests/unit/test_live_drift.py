@@ -13,10 +13,12 @@ import pytest
 
 from churnops.contract import TELCO
 from churnops.drift import drift_report, reference_statistics
+from churnops.errors import ChurnOpsError
 from churnops.registry import Registry
-from churnops.serving.app import HttpRequest, LiveDriftWindow, ServingApp, ServingSettings
+from churnops.serving.app import HttpRequest, LiveDriftWindow, ServingApp
 from churnops.serving.validation import RequestValidator
 from churnops.synthetic import generate
+from churnops.wiring import ServingEnvironment
 
 SHIFT = "price_rise,payment_mix"  # monthly charges up 30%, most customers on electronic cheques
 SHIFTED = {"MonthlyCharges", "PaymentMethod"}
@@ -101,7 +103,7 @@ def test_the_app_reports_a_drifted_window_against_the_serving_champion(
     champion = registry.register(files, card)
     registry.promote(champion, actor="test", reason="champion")
     app = ServingApp(
-        ServingSettings(registry_uri=registry.uri, refresh_seconds=0, live_drift_window=200)
+        ServingEnvironment(registry_uri=registry.uri, refresh_seconds=0, live_drift_window=200)
     )
     shifted = clean(400, seed=12, shift=SHIFT)
     # WHEN drifted customers are scored, 100 per request
@@ -130,14 +132,14 @@ def test_a_champion_without_reference_statistics_is_served_unmeasured(
     bare = registry.register(files, {k: v for k, v in card.items() if k != "reference_stats"})
     registry.promote(bare, actor="test", reason="older card")
     app = ServingApp(
-        ServingSettings(registry_uri=registry.uri, refresh_seconds=0, live_drift_window=1)
+        ServingEnvironment(registry_uri=registry.uri, refresh_seconds=0, live_drift_window=1)
     )
     assert predict(app, clean(5, seed=13)).live_drift is None
 
 
 def test_the_window_size_comes_from_the_environment() -> None:
-    settings = ServingSettings.from_environ({"REGISTRY_URI": "r", "LIVE_DRIFT_WINDOW": "250"})
+    settings = ServingEnvironment.from_env({"REGISTRY_URI": "r", "LIVE_DRIFT_WINDOW": "250"})
     assert settings.live_drift_window == 250
-    assert ServingSettings.from_environ({"REGISTRY_URI": "r"}).live_drift_window == 1000
-    with pytest.raises(ValueError, match="LIVE_DRIFT_WINDOW"):
-        ServingSettings.from_environ({"REGISTRY_URI": "r", "LIVE_DRIFT_WINDOW": "0"})
+    assert ServingEnvironment.from_env({"REGISTRY_URI": "r"}).live_drift_window == 1000
+    with pytest.raises(ChurnOpsError, match="LIVE_DRIFT_WINDOW"):
+        ServingEnvironment.from_env({"REGISTRY_URI": "r", "LIVE_DRIFT_WINDOW": "0"})

@@ -15,12 +15,13 @@ import pytest
 from churnops.contract import INSURANCE, TELCO
 from churnops.drift import DriftCounts, drift_report, reference_statistics
 from churnops.errors import ChurnOpsError
+from churnops.evaluation import bootstrap_blocks, bootstrap_counts
 from churnops.retrain import snapshot
-from churnops.retrain.evaluate import ModelScores, bootstrap_blocks, bootstrap_counts, compare
+from churnops.retrain.evaluate import ModelScores, compare
 from churnops.retrain.flow import RetrainEnv, json_safe, result_of
 from churnops.retrain.sampling import SmallestByHash
-from churnops.retrain.settings import GateSettings
 from churnops.synthetic import generate
+from churnops.wiring import GateSettings
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,7 @@ def test_environment_sets_the_bounds_of_each_step() -> None:
     )
     assert (env.snapshot_slice_rows, env.evaluation_holdout_rows) == (5000, 3000)
     assert env.training_options().fit_rows == 20000
-    with pytest.raises(ChurnOpsError, match="evaluation_holdout_rows must be at least 1"):
+    with pytest.raises(ChurnOpsError, match="EVALUATE_HOLDOUT_ROWS=0 must be at least 1"):
         RetrainEnv.from_env({**base, "EVALUATE_HOLDOUT_ROWS": "0"})
     with pytest.raises(ChurnOpsError, match="SNAPSHOT_SLICE_ROWS"):
         RetrainEnv.from_env({**base, "SNAPSHOT_SLICE_ROWS": "lots"})

@@ -14,16 +14,18 @@ from typing import Any
 import pytest
 
 from churnops.contract import INSURANCE, TELCO
+from churnops.errors import ChurnOpsError
 from churnops.registry import Registry
-from churnops.serving.app import HttpRequest, ServingApp, ServingSettings
+from churnops.serving.app import HttpRequest, ServingApp
 from churnops.serving.openapi import example_customer as a_customer
+from churnops.wiring import ServingEnvironment
 
 JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> ServingApp:
-    return ServingApp(ServingSettings(registry_uri=str(tmp_path), refresh_seconds=0))
+    return ServingApp(ServingEnvironment(registry_uri=str(tmp_path), refresh_seconds=0))
 
 
 def call(
@@ -145,7 +147,7 @@ def test_invalid_base64_is_a_400_not_a_crash(app):
 
 
 def test_settings_come_from_the_lambda_environment():
-    settings = ServingSettings.from_environ(
+    settings = ServingEnvironment.from_env(
         {
             "REGISTRY_URI": "s3://bucket/models",
             "CONTRACT_NAME": "insurance",
@@ -158,16 +160,16 @@ def test_settings_come_from_the_lambda_environment():
         5.0,
         10,
     )
-    defaults = ServingSettings.from_environ({"REGISTRY_URI": "/tmp/r"})
+    defaults = ServingEnvironment.from_env({"REGISTRY_URI": "/tmp/r"})
     assert (defaults.contract_name, defaults.refresh_seconds, defaults.max_batch_size) == (
         "telco",
         30.0,
         1000,
     )
-    with pytest.raises(ValueError, match="REGISTRY_URI"):
-        ServingSettings.from_environ({})
-    with pytest.raises(ValueError, match="MAX_BATCH_SIZE"):
-        ServingSettings.from_environ({"REGISTRY_URI": "/r", "MAX_BATCH_SIZE": "lots"})
+    with pytest.raises(ChurnOpsError, match="REGISTRY_URI"):
+        ServingEnvironment.from_env({})
+    with pytest.raises(ChurnOpsError, match="MAX_BATCH_SIZE"):
+        ServingEnvironment.from_env({"REGISTRY_URI": "/r", "MAX_BATCH_SIZE": "lots"})
 
 
 def test_a_champion_of_another_contract_is_refused_with_the_reason(tmp_path):
@@ -177,7 +179,7 @@ def test_a_champion_of_another_contract_is_refused_with_the_reason(tmp_path):
     version = registry.register({"model.onnx": b"not even read"}, card)
     registry.promote(version, actor="test", reason="setup")
     # WHEN a telco server starts on it
-    app = ServingApp(ServingSettings(registry_uri=str(tmp_path), refresh_seconds=0))
+    app = ServingApp(ServingEnvironment(registry_uri=str(tmp_path), refresh_seconds=0))
     app.warm_up()
     # THEN it serves nothing, and says why
     status, body = call(app, "POST", "/predict", a_customer(TELCO))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from churnops.local.twin import synth_fingerprint
+from churnops.local.synthesis import synth_fingerprint
 
 
 def _sources(root):
