@@ -10,7 +10,7 @@
    and evaluate scores two models, as in every retrain but the first.
 3. Runs each step of the flow -- snapshot, drift, train, evaluate -- in a CHILD PROCESS of its
    own, as its Lambda function would (`lambdas.retrain.handlers`, environment built the way
-   stacks/training.py builds it, deployed settings: every model family, 5 folds, 1,000
+   stacks/retrain.py builds it, deployed settings: every model family, 5 folds, 1,000
    resamples), each child getting the state the earlier steps returned. Per step: wall seconds
    from process start to exit (imports included, as in a cold start) and the child's peak
    resident set, which is what Lambda's memory limit is measured against (tracemalloc would miss
@@ -124,7 +124,7 @@ def _register_champion(sample: Any, registry_uri: str) -> str:
 
 
 def _function_environment(args: argparse.Namespace, secret_arn: str) -> dict[str, str]:
-    """What stacks/training.py gives every task function (the snapshot's database settings
+    """What stacks/retrain.py gives every task function (the snapshot's database settings
     included), with the deployed defaults of cdk.json."""
     from churnops.wiring import GateSettings
 

@@ -29,7 +29,9 @@ def client(service: str, region: str | None = None) -> Any:
     key = (service, region, endpoint)
     with _lock:
         if key not in _clients:
-            _clients[key] = boto3.session.Session().client(
+            # The service is named at run time; boto3-stubs overloads `client` on literal service
+            # names only (each returning its own client class), and no overload takes a str.
+            _clients[key] = boto3.session.Session().client(  # type: ignore[call-overload]
                 service, region_name=region or "us-east-1", config=_CONFIG
             )
         return _clients[key]

@@ -23,6 +23,7 @@ from churnops.errors import ChurnOpsError, ContractMismatchError
 # and `cdk synth` (stacks/serving.py builds the API's request model from a contract) neither.
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
     import pandas as pd
 
 REJECT_REASON = "reject_reason"
@@ -64,7 +65,7 @@ class Column:
 class ValidationResult:
     clean: pd.DataFrame  # typed, canonical values, contract column order
     rejected: pd.DataFrame  # the raw rows as read, plus REJECT_REASON
-    accepted: np.ndarray | None = None  # per input row: whether it is in `clean`
+    accepted: npt.NDArray[np.bool_] | None = None  # per input row: whether it is in `clean`
 
     @property
     def rows_read(self) -> int:
@@ -242,7 +243,7 @@ class Contract:
         n = len(raw)
         reasons = np.full(n, "", dtype=object)
 
-        def flag(mask: np.ndarray, text: str | np.ndarray) -> None:
+        def flag(mask: npt.NDArray[np.bool_], text: str | npt.NDArray[np.object_]) -> None:
             """Add a reason to the masked rows; `text` is one string or one per distinct value."""
             if not mask.any():
                 return
@@ -270,7 +271,9 @@ class Contract:
                 )
                 if not col.nullable:
                     flag(blank, f"{col.name} is blank")
-                out[col.name] = np.where(blank_u, None, text)[codes]
+                values = text.copy()
+                values[blank_u] = None
+                out[col.name] = values[codes]
             elif col.kind is Kind.CATEGORY:
                 lookup = {a.lower(): a for a in col.allowed or ()}
                 canon = np.array([lookup.get(t.lower()) for t in text], dtype=object)
@@ -336,7 +339,7 @@ class Contract:
         rejected[REJECT_REASON] = reasons[~ok]
         return ValidationResult(clean=clean, rejected=rejected.reset_index(drop=True), accepted=ok)
 
-    def target_vector(self, clean: pd.DataFrame) -> np.ndarray:
+    def target_vector(self, clean: pd.DataFrame) -> npt.NDArray[np.int8]:
         """1 for the positive label, 0 otherwise; rows with an unknown target must be dropped first."""
         import numpy as np
 
@@ -408,7 +411,8 @@ class Contract:
         customers = []
         for record in clean[names].to_dict("records"):
             customer: dict[str, Any] = {}
-            for name, value in record.items():
+            for name in names:
+                value = record[name]
                 if value is None or pd.isna(value):
                     customer[name] = None
                 elif kinds[name] is Kind.INTEGER:

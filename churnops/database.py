@@ -35,13 +35,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pymysql.converters import escape_string
 
 from churnops import aws
 from churnops.contract import Contract
 from churnops.errors import ChurnOpsError, DatabaseUnavailableError
-from churnops.wiring import STAGING_METHODS
+from churnops.wiring import SCORE_COLUMNS, SCORE_SCHEMA, STAGING_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +79,24 @@ AUDIT_DDL = f"""CREATE TABLE IF NOT EXISTS `{AUDIT_TABLE}` (
   CONSTRAINT `rows_add_up` CHECK (`rows_read` = `rows_loaded` + `rows_quarantined`)
 )"""
 
-SCORES_DDL = f"""CREATE TABLE IF NOT EXISTS `{SCORES_TABLE}` (
-  `{{id}}` {{id_type}} NOT NULL,
-  `churn_probability` DOUBLE NOT NULL,
-  `churn_prediction` TINYINT NOT NULL,
-  `model_version` VARCHAR(64) NOT NULL,
-  `processing_date` DATE NOT NULL,
-  PRIMARY KEY (`{{id}}`)
-)"""
+# The scores table: the contract's id column, the score schema (churnops.wiring.SCORE_SCHEMA),
+# then the day the score was computed, which decides whether a row replaces the one stored.
+PROCESSING_DATE = "processing_date"
+SCORE_TABLE_COLUMNS = (*SCORE_COLUMNS, PROCESSING_DATE)
+# The score schema's portable types as the table stores them: the only "int" is a 0/1 decision,
+# the only "string" a registry version.
+_SCORE_SQL_TYPES = {"double": "DOUBLE", "int": "TINYINT", "string": "VARCHAR(64)"}
 
 
 def scores_ddl(contract: Contract) -> str:
     id_col = contract.column(contract.id_column)
-    return SCORES_DDL.replace("{id}", id_col.name).replace("{id_type}", contract.sql_type(id_col))
-
-
-SCORE_COLUMNS = ("churn_probability", "churn_prediction", "model_version", "processing_date")
+    lines = [
+        f"`{id_col.name}` {contract.sql_type(id_col)} NOT NULL",
+        *(f"`{name}` {_SCORE_SQL_TYPES[kind]} NOT NULL" for name, kind in SCORE_SCHEMA),
+        f"`{PROCESSING_DATE}` DATE NOT NULL",
+        f"PRIMARY KEY (`{id_col.name}`)",
+    ]
+    return f"CREATE TABLE IF NOT EXISTS `{SCORES_TABLE}` (\n  " + ",\n  ".join(lines) + "\n)"
 
 
 # ---- connecting ---------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def _unreachable(err: BaseException) -> bool:
 def describe(err: BaseException) -> str:
     """A one-line description of a database error. MySQL error texts quote the user and host
     but never the password."""
-    args = getattr(err, "args", ())
+    args = err.args
     if len(args) >= 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return f"{type(err).__name__}: {err}"
@@ -325,15 +328,16 @@ def runs(conn: Any, *, key: str | None = None) -> list[dict[str, Any]]:
 
 
 # ---- fast multi-row INSERTs --------------------------------------------------------------------
-def _literals(values: pd.Series | np.ndarray) -> np.ndarray:
+def _literals(values: pd.Series[Any] | npt.NDArray[Any]) -> npt.NDArray[np.object_]:
     """SQL literals for one column, rendered once per distinct value (customer columns repeat a
     few values over millions of rows; the id column is the exception and costs one escape each)."""
     codes, uniques = pd.factorize(pd.Series(values, copy=False), use_na_sentinel=True)
-    rendered = np.empty(len(uniques) + 1, dtype=object)
+    rendered: npt.NDArray[np.object_] = np.empty(len(uniques) + 1, dtype=object)
     for i, value in enumerate(uniques):
         rendered[i] = _literal(value)
     rendered[-1] = "NULL"  # code -1: missing
-    return rendered[codes]
+    literals: npt.NDArray[np.object_] = rendered[codes]
+    return literals
 
 
 def _literal(value: Any) -> str:
@@ -348,11 +352,11 @@ def _literal(value: Any) -> str:
     if isinstance(value, datetime | pd.Timestamp):
         return "'" + value.strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
     if hasattr(value, "isoformat"):  # datetime.date
-        return "'" + value.isoformat() + "'"
+        return "'" + str(value.isoformat()) + "'"
     return "'" + escape_string(str(value)) + "'"
 
 
-def row_tuples(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+def row_tuples(frame: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.object_]:
     """One 'v1,v2,...' string per row (no parentheses): literals per column, joined by Arrow's
     element-wise join, which is several times faster than adding numpy object arrays."""
     import pyarrow as pa
@@ -362,7 +366,8 @@ def row_tuples(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
         return np.empty(0, dtype=object)
     parts = [pa.array(_literals(frame[name]), type=pa.string()) for name in columns]
     joined = pc.binary_join_element_wise(*parts, ",") if len(parts) > 1 else parts[0]
-    return joined.to_numpy(zero_copy_only=False)
+    rows: npt.NDArray[np.object_] = joined.to_numpy(zero_copy_only=False)
+    return rows
 
 
 def insert_batches(
@@ -770,24 +775,23 @@ def upsert_scores(conn: Any, frame: pd.DataFrame, contract: Contract | None = No
     """Upsert the latest score per customer into `churn_scores` in one transaction (a batch
     scoring task's share: bounded by the task's row group).
 
-    `frame` has the contract's id column plus churn_probability, churn_prediction, model_version
-    and processing_date. Returns the number of rows sent."""
+    `frame` has the contract's id column and SCORE_TABLE_COLUMNS. Returns the number of rows
+    sent."""
     from churnops.contract import TELCO
 
     contract = contract or TELCO
     id_column = contract.id_column
-    missing = [c for c in (id_column, *SCORE_COLUMNS) if c not in frame.columns]
+    missing = [c for c in (id_column, *SCORE_TABLE_COLUMNS) if c not in frame.columns]
     if missing:
         raise ChurnOpsError(f"scores frame lacks column(s): {', '.join(missing)}")
-    columns = [id_column, *SCORE_COLUMNS]
+    columns = [id_column, *SCORE_TABLE_COLUMNS]
     head = f"INSERT INTO `{SCORES_TABLE}` ({', '.join(f'`{c}`' for c in columns)}) VALUES "
     # Idempotent by (customer, processing date): the same rows again change nothing, and scores
     # of an older date never replace a newer date's. MySQL assigns left to right, so the date
     # itself is compared in every IF and assigned last.
-    newer = "VALUES(`processing_date`) >= `processing_date`"
+    newer = f"VALUES(`{PROCESSING_DATE}`) >= `{PROCESSING_DATE}`"
     tail = " ON DUPLICATE KEY UPDATE " + ", ".join(
-        f"`{c}` = IF({newer}, VALUES(`{c}`), `{c}`)"
-        for c in (*(c for c in SCORE_COLUMNS if c != "processing_date"), "processing_date")
+        f"`{c}` = IF({newer}, VALUES(`{c}`), `{c}`)" for c in SCORE_TABLE_COLUMNS
     )
     rows = row_tuples(frame, columns)
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from churnops.contract import Contract
@@ -32,7 +33,7 @@ _EPS = 1e-4  # floor on a bin's share: an empty bin would make the log infinite
 MISSING = "__missing__"
 
 
-def _numeric_edges(values: np.ndarray) -> list[float]:
+def _numeric_edges(values: npt.NDArray[np.float64]) -> list[float]:
     values = values[~np.isnan(values)]
     if values.size == 0:
         return []
@@ -40,7 +41,7 @@ def _numeric_edges(values: np.ndarray) -> list[float]:
     return [float(v) for v in np.unique(quantiles)]
 
 
-def _numeric_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+def _numeric_counts(values: npt.NDArray[np.float64], edges: list[float]) -> npt.NDArray[np.int64]:
     """Counts of len(edges)+1 bins (searchsorted side='right'), then the missing count."""
     missing = np.isnan(values)
     bins = np.searchsorted(np.asarray(edges, dtype=float), values[~missing], side="right")
@@ -48,13 +49,13 @@ def _numeric_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.append(counts, missing.sum()).astype(np.int64)
 
 
-def _numeric_shares(values: np.ndarray, edges: list[float]) -> list[float]:
+def _numeric_shares(values: npt.NDArray[np.float64], edges: list[float]) -> list[float]:
     """Shares of len(edges)+1 bins (searchsorted side='right'), then the missing share."""
     n = max(values.size, 1)
     return [float(c) / n for c in _numeric_counts(values, edges)]
 
 
-def _category_counts(values: pd.Series, allowed: list[str]) -> dict[str, int]:
+def _category_counts(values: pd.Series[Any], allowed: list[str]) -> dict[str, int]:
     """Count per allowed value, then MISSING; a value outside `allowed` has no bin."""
     counts = values.astype(object).where(values.notna(), MISSING).value_counts()
     out = {v: int(counts.get(v, 0)) for v in allowed}
@@ -62,7 +63,7 @@ def _category_counts(values: pd.Series, allowed: list[str]) -> dict[str, int]:
     return out
 
 
-def _category_shares(values: pd.Series, allowed: list[str]) -> dict[str, float]:
+def _category_shares(values: pd.Series[Any], allowed: list[str]) -> dict[str, float]:
     n = max(len(values), 1)
     return {v: float(c) / n for v, c in _category_counts(values, allowed).items()}
 
@@ -110,7 +111,7 @@ class DriftCounts:
             for col in contract.feature_columns
             if reference.get(col.name) is not None
         }
-        self._counts: dict[str, np.ndarray] = {}
+        self._counts: dict[str, npt.NDArray[np.int64]] = {}
         for name, ref in self._features.items():
             bins = len(ref["edges"]) + 2 if ref["kind"] == "numeric" else len(ref["shares"])
             self._counts[name] = np.zeros(bins, dtype=np.int64)

@@ -30,6 +30,10 @@ from sklearn.metrics import (
 from churnops.errors import ChurnOpsError
 from churnops.scoring import decide
 
+# What happened to each customer: 1 churned, 0 stayed; integer labels or floats alike (each use
+# compares with 1 and 0 or casts).
+Outcomes = npt.NDArray[np.number[Any]]
+
 
 @dataclass(frozen=True)
 class CostPolicy:
@@ -37,10 +41,10 @@ class CostPolicy:
     churn_cost: float | None = None
 
     def __post_init__(self) -> None:
-        given = (self.offer_cost is not None, self.churn_cost is not None)
-        if given[0] != given[1]:
+        offer, churn = self.offer_cost, self.churn_cost
+        if (offer is None) != (churn is None):
             raise ChurnOpsError("give both --offer-cost and --churn-cost, or neither (F1 is used)")
-        if all(given) and (self.offer_cost <= 0 or self.churn_cost <= 0):  # type: ignore[operator]
+        if offer is not None and churn is not None and (offer <= 0 or churn <= 0):
             raise ChurnOpsError("--offer-cost and --churn-cost must be positive")
 
     @property
@@ -56,9 +60,7 @@ def _candidate_thresholds(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.flo
     return grid
 
 
-def choose_threshold(
-    y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], policy: CostPolicy
-) -> float:
+def choose_threshold(y: Outcomes, scores: npt.NDArray[np.float64], policy: CostPolicy) -> float:
     """Threshold t (predict churn when p >= t) by the cost policy, else by F1."""
     y = np.asarray(y).astype(int)
     best_t, best_value = 0.5, -np.inf
@@ -67,8 +69,8 @@ def choose_threshold(
         tp = int(np.sum(flagged & (y == 1)))
         fp = int(np.sum(flagged & (y == 0)))
         fn = int(np.sum(~flagged & (y == 1)))
-        if policy.method == "cost":
-            value = -(policy.offer_cost * (tp + fp) + policy.churn_cost * fn)  # type: ignore[operator]
+        if policy.offer_cost is not None and policy.churn_cost is not None:  # method "cost"
+            value = -(policy.offer_cost * (tp + fp) + policy.churn_cost * fn)
         else:
             value = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
         if value > best_value:
@@ -76,7 +78,7 @@ def choose_threshold(
     return round(best_t, 6)
 
 
-def top_decile_lift(y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
+def top_decile_lift(y: Outcomes, scores: npt.NDArray[np.float64]) -> float:
     """Churn rate among the 10% highest-scored customers over the overall churn rate."""
     y = np.asarray(y).astype(int)
     k = max(1, int(np.ceil(len(y) * 0.1)))
@@ -133,7 +135,7 @@ def percentile_interval(values: npt.NDArray[np.float64], confidence: float) -> l
 class SortedScores:
     """Scores sorted once, with tie groups, for weighted ROC-AUC over many weight vectors."""
 
-    def __init__(self, y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> None:
+    def __init__(self, y: Outcomes, scores: npt.NDArray[np.float64]) -> None:
         order = np.argsort(scores, kind="mergesort")
         sorted_scores = scores[order]
         self.order = order
@@ -158,7 +160,7 @@ class SortedScores:
 
 
 def weighted_roc_auc(
-    y: npt.NDArray[np.float64], p: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+    y: Outcomes, p: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """ROC-AUC for each row of `weights` ([k, n]); NaN where a resample has one class only."""
     return SortedScores(y, p).auc(weights)
@@ -166,10 +168,10 @@ def weighted_roc_auc(
 
 def bootstrap_interval(
     metric: Callable[
-        [npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
+        [Outcomes, npt.NDArray[np.float64], npt.NDArray[np.float64]],
         npt.NDArray[np.float64],
     ],
-    y: npt.NDArray[np.float64],
+    y: Outcomes,
     scores: npt.NDArray[np.float64],
     *,
     n_bootstrap: int,
@@ -184,7 +186,7 @@ def bootstrap_interval(
 
 
 def holdout_metrics(
-    y: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], threshold: float, *, seed: int = 0
+    y: Outcomes, scores: npt.NDArray[np.float64], threshold: float, *, seed: int = 0
 ) -> dict[str, Any]:
     y = np.asarray(y).astype(int)
     if y.min() == y.max():

@@ -74,8 +74,9 @@ _glue_context: Any = None  # one GlueContext per job process
 def _awsglue() -> Any:
     """The `awsglue` package (with `context` and `utils` loaded) on AWS Glue; None elsewhere."""
     try:
-        import awsglue.context  # type: ignore[import-not-found]
-        import awsglue.utils  # type: ignore[import-not-found]
+        # awsglue exists only inside AWS Glue (not on PyPI): nothing here can check it.
+        import awsglue.context
+        import awsglue.utils
     except ImportError:
         return None
     return awsglue

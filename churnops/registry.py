@@ -150,9 +150,10 @@ class Registry:
     def card(self, version: str) -> dict[str, Any]:
         self._check_version(version)
         try:
-            return json.loads(self.storage.get(f"versions/{version}/{CARD}"))
+            card: dict[str, Any] = json.loads(self.storage.get(f"versions/{version}/{CARD}"))
         except ObjectNotFoundError:
             raise ChurnOpsError(f"no version {version} in registry {self.uri}") from None
+        return card
 
     def read(self, version: str, name: str) -> bytes:
         self._check_version(version)
@@ -179,9 +180,10 @@ class Registry:
     # ---- champion ---------------------------------------------------------------------------
     def champion(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.storage.get(CHAMPION_KEY))
+            pointer: dict[str, Any] = json.loads(self.storage.get(CHAMPION_KEY))
         except ObjectNotFoundError:
             return None
+        return pointer
 
     def require_champion(self) -> dict[str, Any]:
         pointer = self.champion()
@@ -210,6 +212,8 @@ class Registry:
         action: str,
         decision_id: str | None,
     ) -> dict[str, Any]:
+        """Point the champion at `version` if the pointer still has tag `etag`, record the move
+        in the history, and return the pointer."""
         pointer = {
             "version": version,
             "previous_version": previous["version"] if previous else None,
@@ -228,11 +232,13 @@ class Registry:
             # repeat finds the tag changed by its own first copy. The pointer tells: if it is
             # this decision's, the move happened.
             landed = self.champion()
-            if landed is not None and _written_by(landed, action, version, decision_id):
-                return landed
-            raise ConcurrentUpdateError(
-                f"the champion pointer in {self.uri} changed meanwhile; {version} was not promoted"
-            ) from None
+            if landed is None or not _written_by(landed, action, version, decision_id):
+                raise ConcurrentUpdateError(
+                    f"the champion pointer in {self.uri} changed meanwhile; "
+                    f"{version} was not promoted"
+                ) from None
+            pointer = landed
+        self._record_move(pointer)
         return pointer
 
     def _record_move(self, pointer: dict[str, Any]) -> None:
@@ -288,7 +294,7 @@ class Registry:
             )
         if current and current.get("version") == version:
             raise ChurnOpsError(f"version {version} is already the champion")
-        pointer = self._move_pointer(
+        return self._move_pointer(
             version,
             previous=current,
             etag=etag,
@@ -297,8 +303,6 @@ class Registry:
             action="promote",
             decision_id=decision_id,
         )
-        self._record_move(pointer)
-        return pointer
 
     def rollback(
         self,
@@ -337,7 +341,7 @@ class Registry:
                 f"champion {current['version']} has no previous version to roll back to"
             )
         self.card(target)
-        pointer = self._move_pointer(
+        return self._move_pointer(
             target,
             previous=current,
             etag=etag,
@@ -346,8 +350,6 @@ class Registry:
             action="rollback",
             decision_id=decision_id,
         )
-        self._record_move(pointer)
-        return pointer
 
     # ---- history ----------------------------------------------------------------------------
     def record_decision(

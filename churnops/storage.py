@@ -222,7 +222,7 @@ class LocalStorage(Storage):
 # - a lost conditional write is `PreconditionFailedError` (what `S3Storage` builds on);
 # - a missing bucket is a one-line `ChurnOpsError` (a deployment's mistake, not an absent key);
 # - any other AWS error propagates as botocore raised it, so a Step Functions Retry can name
-#   EndpointConnectionError and its kind (stacks/training.py, TRANSIENT_ERRORS).
+#   EndpointConnectionError and its kind (stacks/retrain.py, TRANSIENT_ERRORS).
 # They hold nothing but a boto3 client (from `churnops.aws`, which honours AWS_ENDPOINT_URL and so
 # reaches moto in the twin): Spark tasks on Glue executors call them with the driver's disk out of
 # reach, and local Spark, which has no hadoop-aws, reads `s3://` through them as well.

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from churnops.contract import TELCO, Contract
@@ -126,19 +127,23 @@ def _check_population(p: Population) -> None:
         raise ChurnOpsError("shift monthly_charge_factor and tenure_scale must be positive")
 
 
-def _draw(rng: np.random.Generator, probs: tuple[float, ...], n: int) -> np.ndarray:
+def _draw(rng: np.random.Generator, probs: tuple[float, ...], n: int) -> npt.NDArray[np.intp]:
     """Codes 0..len(probs)-1 drawn with the given (unnormalised) probabilities."""
     p = np.asarray(probs, dtype=float)
     cumulative = np.cumsum(p / p.sum())
     return np.searchsorted(cumulative, rng.random(n), side="right").clip(0, len(p) - 1)
 
 
-def _category(codes: np.ndarray, values: tuple[str, ...]) -> pd.Categorical:
+def _category(codes: npt.NDArray[np.integer[Any]], values: tuple[str, ...]) -> pd.Categorical:
     # Categoricals from codes cost nothing, where a million-element object array costs seconds.
-    return pd.Categorical.from_codes(codes.astype(np.int8), categories=list(values))
+    return pd.Categorical.from_codes(
+        # pandas takes any array-like of ints here; pandas-stubs 2.2.3 declares Sequence[int].
+        codes.astype(np.int8),  # type: ignore[arg-type]
+        categories=pd.Index(values),
+    )
 
 
-def _yes(mask: np.ndarray) -> pd.Categorical:
+def _yes(mask: npt.NDArray[np.bool_]) -> pd.Categorical:
     return _category(np.where(mask, 0, 1), ("Yes", "No"))
 
 
@@ -235,7 +240,7 @@ def generate(
     return features[contract.column_names]
 
 
-def churn_probability(customers: pd.DataFrame) -> np.ndarray:
+def churn_probability(customers: pd.DataFrame) -> npt.NDArray[np.float64]:
     """The generator's true churn probability for each customer (the mechanism, not a model).
     Charges enter relative to the products held, so a price rise changes churn only a little."""
     c = customers
@@ -261,7 +266,8 @@ def churn_probability(customers: pd.DataFrame) -> np.ndarray:
         - 0.25 * (c["Dependents"] == "Yes")
         + 0.012 * (monthly - 65.0)
     )
-    return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=float)))
+    probability: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=float)))
+    return probability
 
 
 def write_csv(customers: pd.DataFrame, path: str | Path) -> None:

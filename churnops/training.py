@@ -19,7 +19,6 @@ and more than a few hundred thousand customers add nothing measurable); the card
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -56,6 +56,10 @@ ONNX_TOLERANCE = 1e-5
 MIN_ROWS_PER_CLASS = 20
 FACTOR_SAMPLE = 400
 SIMPLICITY = {family: rank for rank, family in enumerate(FAMILIES)}
+
+Labels = npt.NDArray[np.int_]  # 1 churned, 0 retained
+Scores = npt.NDArray[np.float64]  # positive-class probabilities (or their log-odds)
+Rows = npt.NDArray[np.intp]  # row positions of a fold
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,8 @@ def code_version() -> str:
 
 
 def _stratified_sample(
-    X: pd.DataFrame, y: np.ndarray, rows: int, seed: int
-) -> tuple[pd.DataFrame, np.ndarray]:
+    X: pd.DataFrame, y: Labels, rows: int, seed: int
+) -> tuple[pd.DataFrame, Labels]:
     if len(y) <= rows:
         return X, y
     X_small, _, y_small, _ = train_test_split(X, y, train_size=rows, stratify=y, random_state=seed)
@@ -124,11 +128,11 @@ def _fold_scores(
     params: dict[str, Any],
     contract: Contract,
     X: pd.DataFrame,
-    y: np.ndarray,
-    train_idx: np.ndarray,
-    test_idx: np.ndarray,
+    y: Labels,
+    train_idx: Rows,
+    test_idx: Rows,
     seed: int,
-) -> np.ndarray:
+) -> Scores:
     model = fit(build(family, contract, params, seed), X.iloc[train_idx], y[train_idx])
     return positive_probability(model, X.iloc[test_idx])
 
@@ -136,9 +140,9 @@ def _fold_scores(
 def _summarise(
     family: str,
     params: dict[str, Any],
-    oof: np.ndarray,
-    y: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
+    oof: Scores,
+    y: Labels,
+    splits: list[tuple[Rows, Rows]],
 ) -> dict[str, Any]:
     aucs = [roc_auc_score(y[test], oof[test]) for _, test in splits]
     return {
@@ -155,8 +159,8 @@ def _cross_validate(
     candidates: list[tuple[str, dict[str, Any]]],
     contract: Contract,
     X: pd.DataFrame,
-    y: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
+    y: Labels,
+    splits: list[tuple[Rows, Rows]],
     options: TrainingOptions,
 ) -> list[dict[str, Any]]:
     from joblib import Parallel, delayed
@@ -183,7 +187,7 @@ def _pick(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def select_candidate(
-    contract: Contract, X: pd.DataFrame, y: np.ndarray, options: TrainingOptions
+    contract: Contract, X: pd.DataFrame, y: Labels, options: TrainingOptions
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Cross-validate every candidate; return the winner (with its out-of-fold scores) and all."""
     unknown = [f for f in options.families if f not in FAMILIES]
@@ -214,7 +218,7 @@ def select_candidate(
     return _pick(eligible), results
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def _logit(p: Scores) -> Scores:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
@@ -441,7 +445,3 @@ def register_result(result: TrainingResult, registry: Any, *, actor: str) -> dic
         ],
         "training": result.card["training"],
     }
-
-
-def replace_options(options: TrainingOptions, **changes: Any) -> TrainingOptions:
-    return dataclasses.replace(options, **changes)

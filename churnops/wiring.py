@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from churnops.errors import ChurnOpsError
@@ -122,7 +122,15 @@ STAGING_METHODS = ("auto", "load_data", "insert")
 
 
 # ---- typed parsing, shared by every settings dataclass --------------------------------------------
-_Settings = TypeVar("_Settings")
+_Settings = TypeVar("_Settings", bound="_Dataclass")
+_Env = TypeVar("_Env", bound="_EnvSettings")
+
+
+class _Dataclass:
+    """The settings mixins below are subclassed by dataclasses only: this annotation says so to
+    the type checker (it is the attribute `dataclasses.fields` reads) and sets nothing."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
 
 def _parse_fields(
@@ -133,7 +141,7 @@ def _parse_fields(
     error (GATE_MARGIN, --split_bytes). Raises ChurnOpsError for a missing or malformed value."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         raw = lookup(f.name)
         raw = None if raw is None else raw.strip()
         if not raw:
@@ -178,7 +186,7 @@ def _at_least(settings: Any, name: str, minimum: float) -> None:
         raise ChurnOpsError(f"{settings.label(name)}={value!r} must be at least {minimum}")
 
 
-class _EnvSettings:
+class _EnvSettings(_Dataclass):
     """A Lambda environment as a dataclass: one variable per field, `ENV_PREFIX` + the field's
     name in upper case unless the field's metadata names it (`_env`). A field holding another
     _EnvSettings contributes that one's variables."""
@@ -194,14 +202,14 @@ class _EnvSettings:
         """Field name -> environment variable name (the stacks use this; nothing restates it)."""
         return {
             f.name: f.metadata.get("env") or cls.ENV_PREFIX + f.name.upper()
-            for f in fields(cls)  # type: ignore[arg-type]
+            for f in fields(cls)
             if not _nested(cls, f.name)
         }
 
     def to_env(self) -> dict[str, str]:
         """The variables to set. An empty value is left out: unset and empty read the same."""
         env: dict[str, str] = {}
-        for f in fields(self):  # type: ignore[arg-type]
+        for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, _EnvSettings):
                 env.update(value.to_env())
@@ -210,18 +218,16 @@ class _EnvSettings:
         return env
 
     @classmethod
-    def from_env(cls: type[_Settings], environ: Mapping[str, str] | None = None) -> _Settings:
+    def from_env(cls: type[_Env], environ: Mapping[str, str] | None = None) -> _Env:
         """From `environ` (default: the process environment). An unset or empty variable takes
         the field's default."""
         environ = os.environ if environ is None else environ
-        names = cls.env_names()  # type: ignore[attr-defined]
+        names = cls.env_names()
         nested = {
-            f.name: _nested(cls, f.name).from_env(environ)  # type: ignore[union-attr]
-            for f in fields(cls)  # type: ignore[arg-type]
-            if _nested(cls, f.name)
+            f.name: kind.from_env(environ) for f in fields(cls) if (kind := _nested(cls, f.name))
         }
         flat = _parse_fields(
-            cls, lambda name: None if name in nested else environ.get(names[name]), names.get
+            cls, lambda name: None if name in nested else environ.get(names[name]), cls.label
         )
         return cls(**flat, **nested)
 
@@ -236,7 +242,7 @@ def _nested(cls: type, name: str) -> type[_EnvSettings] | None:
     return kind if isinstance(kind, type) and issubclass(kind, _EnvSettings) else None
 
 
-class _JobArgs:
+class _JobArgs(_Dataclass):
     """Glue job arguments as a dataclass: `--<field>` each. `RUN_ARGS` are the fields the state
     machine passes with each run (from JSONPath); the construct passes the others as the job's
     DefaultArguments, so it builds one instance with the run fields set to JSONPath strings."""
@@ -252,7 +258,7 @@ class _JobArgs:
         job reads absent and empty alike (the field's default)."""
         return {
             f"--{f.name}": _text(getattr(self, f.name))
-            for f in fields(self)  # type: ignore[arg-type]
+            for f in fields(self)
             if _text(getattr(self, f.name))
         }
 
@@ -268,19 +274,13 @@ class _JobArgs:
     def required_args(cls) -> tuple[str, ...]:
         """Names (without --) that have no default, for `gluejob.resolve_args`."""
         return tuple(
-            f.name
-            for f in fields(cls)  # type: ignore[arg-type]
-            if f.default is MISSING and f.default_factory is MISSING
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
         )
 
     @classmethod
     def optional_args(cls) -> dict[str, str]:
         """Name (without --) -> default as text, for `gluejob.resolve_args`."""
-        return {
-            f.name: _text(f.default)
-            for f in fields(cls)  # type: ignore[arg-type]
-            if f.default is not MISSING
-        }
+        return {f.name: _text(f.default) for f in fields(cls) if f.default is not MISSING}
 
     @classmethod
     def from_args(cls: type[_Settings], args: Mapping[str, str]) -> _Settings:

@@ -5,7 +5,7 @@ work, and why it is shaped for executors without the driver's disk, is
 `churnops.batch_scoring.run_batch_score`; this script only resolves arguments.
 
 Job arguments (`--name value`): the fields of `churnops.wiring.BatchScoreArgs`, which the stack
-(stacks/training.py) builds them from too:
+(stacks/batch_scoring.py) builds them from too:
 
   --registry_uri     the model registry (s3://bucket/models)
   --input_uri        the snapshot: a prefix ending in "/" (every .parquet under it) or one object

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
+
+from stacks.database import removal_without_snapshot
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -38,9 +40,7 @@ class Alerts(Construct):
             description="Encrypts the ChurnOps alert topic",
             enable_key_rotation=True,
             pending_window=Duration.days(7),
-            removal_policy=RemovalPolicy.DESTROY
-            if settings.removal_policy == "destroy"
-            else RemovalPolicy.RETAIN,
+            removal_policy=removal_without_snapshot(settings.removal_policy),
         )
         for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
             self.key.add_to_resource_policy(

@@ -20,9 +20,9 @@ from stacks.config import Config
 from stacks.database import Database
 from stacks.ingestion import Ingestion
 from stacks.monitoring import Monitoring
+from stacks.retrain import Retrain
 from stacks.serving import Serving
 from stacks.storage import Storage, grant_object_read
-from stacks.training import Retrain
 
 
 class ChurnOpsStack(Stack):

@@ -34,9 +34,9 @@ from stacks.alerts import AlertsSettings
 from stacks.database import DatabaseSettings, log_retention
 from stacks.ingestion import IngestionSettings
 from stacks.monitoring import MonitoringSettings
+from stacks.retrain import RetrainSettings
 from stacks.serving import ServingSettings
 from stacks.storage import StorageSettings
-from stacks.training import RetrainSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"

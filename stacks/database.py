@@ -111,6 +111,12 @@ def removal_policy(name: str) -> RemovalPolicy:
     }[name]
 
 
+def removal_without_snapshot(name: str) -> RemovalPolicy:
+    """The policy for what has no snapshot (log groups, keys, queues): "destroy" destroys it,
+    "snapshot" and "retain" keep it."""
+    return RemovalPolicy.DESTROY if name == "destroy" else RemovalPolicy.RETAIN
+
+
 # CloudWatch Logs accepts only these retention periods (days -> CDK enum member name).
 _RETENTION = {
     1: "ONE_DAY",
@@ -168,9 +174,7 @@ class Database(Construct):
         isolated = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
         retention = log_retention(settings.log_retention_days)
         policy = removal_policy(settings.removal_policy)
-        log_policy = (
-            RemovalPolicy.DESTROY if policy is RemovalPolicy.DESTROY else RemovalPolicy.RETAIN
-        )
+        log_policy = removal_without_snapshot(settings.removal_policy)
 
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=retention, removal_policy=log_policy)
         # CDK accepts either explicit zones or a count, not both.
@@ -203,12 +207,22 @@ class Database(Construct):
         self.vpc.add_gateway_endpoint(
             "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[isolated]
         )
-        self.endpoint_security_group = ec2.SecurityGroup(
-            self,
+
+        def security_group(
+            construct_id: str, description: str, *, all_outbound: bool
+        ) -> ec2.SecurityGroup:
+            return ec2.SecurityGroup(
+                self,
+                construct_id,
+                vpc=self.vpc,
+                description=description,
+                allow_all_outbound=all_outbound,
+            )
+
+        self.endpoint_security_group = security_group(
             "EndpointSecurityGroup",
-            vpc=self.vpc,
-            description="Interface endpoints: HTTPS from inside the VPC",
-            allow_all_outbound=False,
+            "Interface endpoints: HTTPS from inside the VPC",
+            all_outbound=False,
         )
         self.endpoint_security_group.add_ingress_rule(
             ec2.Peer.ipv4(settings.vpc_cidr), ec2.Port.tcp(443), "HTTPS from the VPC"
@@ -225,38 +239,26 @@ class Database(Construct):
             )
 
         # Security groups: the database accepts its port only from the groups below.
-        self.database_security_group = ec2.SecurityGroup(
-            self,
+        self.database_security_group = security_group(
             "DatabaseSecurityGroup",
-            vpc=self.vpc,
-            description="RDS instance: its port from the Glue jobs, the functions and rotation",
-            allow_all_outbound=False,
+            "RDS instance: its port from the Glue jobs, the functions and rotation",
+            all_outbound=False,
         )
         # Glue requires a self-referencing rule: its driver and executors talk to each other.
         # Outbound is open, but the isolated subnets have no route out of the VPC.
-        self.job_security_group = ec2.SecurityGroup(
-            self,
+        self.job_security_group = security_group(
             "JobSecurityGroup",
-            vpc=self.vpc,
-            description="Glue jobs (Spark driver and executors) in the VPC",
-            allow_all_outbound=True,
+            "Glue jobs (Spark driver and executors) in the VPC",
+            all_outbound=True,
         )
         self.job_security_group.add_ingress_rule(
             self.job_security_group, ec2.Port.all_tcp(), "Glue: workers of one job run"
         )
-        self.lambda_security_group = ec2.SecurityGroup(
-            self,
-            "LambdaSecurityGroup",
-            vpc=self.vpc,
-            description="Functions that use the database",
-            allow_all_outbound=True,
+        self.lambda_security_group = security_group(
+            "LambdaSecurityGroup", "Functions that use the database", all_outbound=True
         )
-        self.rotation_security_group = ec2.SecurityGroup(
-            self,
-            "RotationSecurityGroup",
-            vpc=self.vpc,
-            description="Secrets Manager hosted rotation function",
-            allow_all_outbound=True,
+        self.rotation_security_group = security_group(
+            "RotationSecurityGroup", "Secrets Manager hosted rotation function", all_outbound=True
         )
         for client, what in (
             (self.job_security_group, "Glue jobs"),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_glue as glue
@@ -43,6 +43,7 @@ from constructs import Construct
 
 from stacks.assets import glue_dependencies_asset, glue_requirements, glue_script_asset
 from stacks.database import stack_id_suffix
+from stacks.storage import grant_asset_read
 
 if TYPE_CHECKING:
     from stacks.database import Database
@@ -78,6 +79,29 @@ GLUE_METRICS_NAMESPACE = "Glue"
 # reports them the same way (churnops/local/moto_ext.py), and tests/infra/test_error_names.py
 # checks every name a Retry or Catch relies on can be reported at all.
 GLUE_START_ERRORS = ["Glue.ConcurrentRunsExceededException", "Glue.AWSGlueException"]
+GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X", "G.025X")
+
+
+class GlueJobSize(Protocol):
+    """The Glue fields of a flow's settings (IngestionSettings, RetrainSettings)."""
+
+    @property
+    def glue_worker_type(self) -> str: ...
+    @property
+    def glue_workers(self) -> int: ...
+    @property
+    def glue_timeout_minutes(self) -> int: ...
+
+
+def check_glue_job(settings: GlueJobSize) -> None:
+    """Refuse at synth the job sizes Glue would refuse at deploy (from a settings class's
+    `__post_init__`)."""
+    if settings.glue_worker_type not in GLUE_WORKER_TYPES:
+        raise ValueError(f"glue_worker_type must be one of {', '.join(GLUE_WORKER_TYPES)}")
+    if settings.glue_workers < 2:
+        raise ValueError("glue_workers must be at least 2 (one driver, one executor)")
+    if not 1 <= settings.glue_timeout_minutes <= 2880:
+        raise ValueError("glue_timeout_minutes must be between 1 and 2880")
 
 
 @dataclass(frozen=True)
@@ -133,8 +157,8 @@ def vpc_glue_job(
         assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
         description=f"ChurnOps {purpose} Glue job",
     )
-    for asset in (script_asset, package, dependencies):  # the exact objects, no s3:List*
-        _allow(role, ["s3:GetObject"], [asset.bucket.arn_for_objects(asset.s3_object_key)])
+    for asset in (script_asset, package, dependencies):
+        grant_asset_read(asset, role)
     database.secret.grant_read(role)
     _allow(
         role,

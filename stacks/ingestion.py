@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, Stack, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_s3 as s3
@@ -36,15 +36,20 @@ from churnops.wiring import (
     STAGING_METHODS,
     IngestArgs,
 )
-from stacks.database import log_retention
-from stacks.flows import GLUE_START_ERRORS, failure_alert, logged_state_machine, vpc_glue_job
+from stacks.database import log_retention, removal_without_snapshot
+from stacks.flows import (
+    GLUE_START_ERRORS,
+    check_glue_job,
+    failure_alert,
+    logged_state_machine,
+    vpc_glue_job,
+)
 from stacks.storage import grant_object_delete, grant_object_read, grant_object_write
 
 if TYPE_CHECKING:
     from stacks.database import Database
 
 INGEST_SCRIPT = "ingest_customers.py"
-GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X", "G.025X")
 # Where the state machine finds the file in the EventBridge "Object Created" event (the ingest
 # job's per-run arguments, IngestArgs.RUN_ARGS).
 EVENT_FIELDS = {"source_bucket": "$.detail.bucket.name", "source_key": "$.detail.object.key"}
@@ -73,12 +78,7 @@ class IngestionSettings:
             raise ValueError(f"incoming_prefix must not be under {FAILED_PREFIX}")
         if not self.file_suffix.startswith("."):
             raise ValueError("file_suffix must be an extension such as '.csv'")
-        if self.glue_worker_type not in GLUE_WORKER_TYPES:
-            raise ValueError(f"glue_worker_type must be one of {', '.join(GLUE_WORKER_TYPES)}")
-        if self.glue_workers < 2:
-            raise ValueError("glue_workers must be at least 2 (one driver, one executor)")
-        if not 1 <= self.glue_timeout_minutes <= 2880:
-            raise ValueError("glue_timeout_minutes must be between 1 and 2880")
+        check_glue_job(self)
         if self.split_mb < 0:
             raise ValueError("split_mb must be 0 (sized by the executor cores) or more")
         if self.max_concurrent_runs < 1:
@@ -107,9 +107,7 @@ class Ingestion(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.settings = settings
-        removal = (
-            RemovalPolicy.DESTROY if settings.removal_policy == "destroy" else RemovalPolicy.RETAIN
-        )
+        removal = removal_without_snapshot(settings.removal_policy)
         incoming = settings.incoming_prefix
         # The job's arguments: the file's bucket and key come with each run, from the event.
         job_args = IngestArgs(

@@ -5,7 +5,8 @@ the access-log bucket. Prefixes, not extra buckets, separate data of one lifecyc
 raw holds `incoming/` (uploads) and `failed/` (files that could not be read); curated holds
 `curated/`, `quarantine/`, `snapshots/` and `predictions/` (the prefixes: `churnops.wiring`).
 
-The `grant_*` helpers grant exact S3 actions on exact prefixes. CDK's `bucket.grant_read` grants
+The `grant_*` helpers are the one way stacks/ grants S3: exact actions on exact prefixes (or,
+for deployment assets, on exactly one object). CDK's `bucket.grant_read` grants
 `s3:GetObject*`, `s3:GetBucket*` and `s3:List*` on the whole bucket, which is more than any of our
 functions uses; the IAM scan in tests/infra rejects wildcard actions on data resources.
 """
@@ -13,13 +14,18 @@ functions uses; the IAM scan in tests/infra rejects wildcard actions on data res
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aws_cdk import Acknowledgment, CfnElement, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from churnops import wiring
+
+if TYPE_CHECKING:
+    from stacks.assets import GlueDependencies
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class Storage(Construct):
             id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(7)
         )
 
+        def expire(rule_id: str, prefix: str, days: int) -> s3.LifecycleRule:
+            return s3.LifecycleRule(id=rule_id, prefix=prefix, expiration=Duration.days(days))
+
         # Server access logs need SSE-S3 on the target bucket (SSE-KMS is not supported there);
         # delivery is allowed by a bucket policy (cdk.json feature flag), not by an ACL.
         self.access_log_bucket = bucket(
@@ -89,16 +98,10 @@ class Storage(Construct):
             "Raw",
             lifecycle_rules=[
                 abort_uploads,
-                s3.LifecycleRule(
-                    id="expire-incoming",
-                    prefix=wiring.INCOMING_PREFIX,
-                    expiration=Duration.days(settings.incoming_expiration_days),
+                expire(
+                    "expire-incoming", wiring.INCOMING_PREFIX, settings.incoming_expiration_days
                 ),
-                s3.LifecycleRule(
-                    id="expire-failed",
-                    prefix=wiring.FAILED_PREFIX,
-                    expiration=Duration.days(settings.failed_expiration_days),
-                ),
+                expire("expire-failed", wiring.FAILED_PREFIX, settings.failed_expiration_days),
             ],
         )
         # EventBridge notifications let a rule match uploads by key prefix and suffix, without a
@@ -126,20 +129,18 @@ class Storage(Construct):
                         )
                     ],
                 ),
-                s3.LifecycleRule(
-                    id="expire-quarantine",
-                    prefix=wiring.QUARANTINE_PREFIX,
-                    expiration=Duration.days(settings.quarantine_expiration_days),
+                expire(
+                    "expire-quarantine",
+                    wiring.QUARANTINE_PREFIX,
+                    settings.quarantine_expiration_days,
                 ),
-                s3.LifecycleRule(
-                    id="expire-snapshots",
-                    prefix=wiring.SNAPSHOTS_PREFIX,
-                    expiration=Duration.days(settings.snapshot_expiration_days),
+                expire(
+                    "expire-snapshots", wiring.SNAPSHOTS_PREFIX, settings.snapshot_expiration_days
                 ),
-                s3.LifecycleRule(
-                    id="expire-predictions",
-                    prefix=wiring.PREDICTIONS_PREFIX,
-                    expiration=Duration.days(settings.prediction_expiration_days),
+                expire(
+                    "expire-predictions",
+                    wiring.PREDICTIONS_PREFIX,
+                    settings.prediction_expiration_days,
                 ),
             ],
         )
@@ -165,7 +166,7 @@ class Storage(Construct):
 
 
 def _object_arns(
-    bucket: s3.IBucket, grantee: iam.IGrantable, prefixes: tuple[str, ...], action: str
+    bucket: s3.IBucket, grantee: iam.IGrantable, prefixes: tuple[str, ...]
 ) -> list[str]:
     """ARNs of the objects under each prefix, and the cdk-nag acknowledgment that goes with them.
 
@@ -184,8 +185,10 @@ def _object_arns(
             *(
                 Acknowledgment(
                     id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{key}/*]",
-                    reason=f"{action} on objects under '{key}/' only: their keys are created at "
-                    "run time, so the prefix is the narrowest resource that can be named.",
+                    # One reason whatever the action: a role that reads and writes a prefix
+                    # acknowledges the same finding twice, and either reason must be true.
+                    reason=f"Objects under '{key}/' only: their keys are created at run time, so "
+                    "the prefix is the narrowest resource that can be named.",
                 )
                 for key in keys
             )
@@ -196,12 +199,18 @@ def _object_arns(
 def grant_object_read(bucket: s3.IBucket, grantee: iam.IGrantable, *prefixes: str) -> None:
     """GetObject (also what HeadObject needs) under the prefixes, plus listing those prefixes:
     without ListBucket S3 answers a missing key with 403 instead of 404."""
+    grant_object_get(bucket, grantee, *prefixes)
+    grant_list(bucket, grantee, *prefixes)
+
+
+def grant_object_get(bucket: s3.IBucket, grantee: iam.IGrantable, *prefixes: str) -> None:
+    """GetObject under the prefixes, without listing: for a reader that only opens keys it was
+    handed (a retrain step reading the snapshot the snapshot step wrote)."""
     iam.Grant.add_to_principal(
         grantee=grantee,
         actions=["s3:GetObject"],
-        resource_arns=_object_arns(bucket, grantee, prefixes, "s3:GetObject"),
+        resource_arns=_object_arns(bucket, grantee, prefixes),
     )
-    grant_list(bucket, grantee, *prefixes)
 
 
 def grant_object_write(bucket: s3.IBucket, grantee: iam.IGrantable, *prefixes: str) -> None:
@@ -209,7 +218,7 @@ def grant_object_write(bucket: s3.IBucket, grantee: iam.IGrantable, *prefixes: s
     iam.Grant.add_to_principal(
         grantee=grantee,
         actions=["s3:PutObject"],
-        resource_arns=_object_arns(bucket, grantee, prefixes, "s3:PutObject"),
+        resource_arns=_object_arns(bucket, grantee, prefixes),
     )
 
 
@@ -217,7 +226,7 @@ def grant_object_delete(bucket: s3.IBucket, grantee: iam.IGrantable, *prefixes: 
     iam.Grant.add_to_principal(
         grantee=grantee,
         actions=["s3:DeleteObject"],
-        resource_arns=_object_arns(bucket, grantee, prefixes, "s3:DeleteObject"),
+        resource_arns=_object_arns(bucket, grantee, prefixes),
     )
 
 
@@ -231,4 +240,14 @@ def grant_list(bucket: s3.IBucket, grantee: iam.IGrantable, *prefixes: str) -> N
         actions=["s3:ListBucket"],
         resource_arns=[bucket.bucket_arn],
         conditions={"StringLike": {"s3:prefix": [*keys, *(f"{k}/*" for k in keys)]}},
+    )
+
+
+def grant_asset_read(asset: s3_assets.Asset | GlueDependencies, grantee: iam.IGrantable) -> None:
+    """GetObject on exactly one deployment asset's object (a Glue script, the churnops package,
+    a zip of wheels) in the CDK assets bucket: no prefix, no listing."""
+    iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=["s3:GetObject"],
+        resource_arns=[asset.bucket.arn_for_objects(asset.s3_object_key)],
     )

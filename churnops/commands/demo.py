@@ -36,7 +36,7 @@ STAGES = (
 DRIFT_SHIFT = "price_rise,contract_mix,new_customers"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the whole pipeline end to end on the local twin (about 2-5 minutes)",
@@ -311,11 +311,10 @@ def _drift_report(twin: Any, output: Any) -> dict[str, Any] | None:
     report = _first_dict(output, lambda d: d.get("drifted_features") is not None)
     if report is not None and report.get("report_uri"):
         # the step returns a summary; the full report (PSI per feature) is in S3
-        from churnops import aws
+        from churnops import aws, storage
 
         with twin.environment():
-            bucket, key = aws.split_s3_uri(report["report_uri"])
-            body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            body = storage.read_bytes(*aws.split_s3_uri(report["report_uri"]))
         return {**json.loads(body), **report}
     if report is not None:
         return report

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "local",
         help="the local twin: moto + MariaDB + local Spark + the API stand-in, offline",
@@ -96,6 +96,8 @@ def run_retrain(args: argparse.Namespace) -> int:
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
     """What runs where, and how to reach it with standard clients."""
+    from churnops.local.flows import incoming_prefix
+
     layout = state.get("layout") or {}
     endpoint = state.get("moto_endpoint")
     return {
@@ -111,7 +113,7 @@ def _summary(state: dict[str, Any]) -> dict[str, Any]:
         "registry": layout.get("registry_uri"),
         "try": {
             "upload": f"aws --endpoint-url {endpoint} s3 cp customers.csv "
-            f"s3://{layout.get('raw_bucket')}/{layout.get('watched_prefix') or 'incoming/'}",
+            f"s3://{layout.get('raw_bucket')}/{incoming_prefix(layout)}",
             "api": f"curl -s {state.get('api_url')}/health",
         },
     }

@@ -12,7 +12,7 @@ from churnops.cli import add_contract_option
 BULKY = ("reference_stats", "factors", "candidates")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "registry", help="inspect the model registry, promote, roll back"
     )

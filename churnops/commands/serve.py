@@ -11,9 +11,10 @@ from types import ModuleType
 
 from churnops.cli import add_contract_option
 from churnops.errors import ChurnOpsError
+from churnops.wiring import DEFAULT_MAX_BATCH_SIZE, ServingEnvironment
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve the champion over HTTP (the Lambda handler behind a local API Gateway)",
@@ -34,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="how often to check the champion pointer for a new champion (default 5)",
     )
     parser.add_argument(
-        "--max-batch-size", type=int, default=1000, help="customers per request (default 1000)"
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help=f"customers per request (default {DEFAULT_MAX_BATCH_SIZE})",
     )
     parser.add_argument(
         "--api-key",
@@ -59,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if not registry.startswith("s3://") and not os.path.isdir(registry):
         raise ChurnOpsError(f"{registry}: no such registry directory")
     # The Lambda reads its settings from the environment that CDK sets; so does this process.
-    os.environ["REGISTRY_URI"] = registry
-    os.environ["CONTRACT_NAME"] = get_contract(args.contract).name
-    os.environ["CHAMPION_REFRESH_SECONDS"] = str(args.refresh_seconds)
-    os.environ["MAX_BATCH_SIZE"] = str(args.max_batch_size)
+    environment = ServingEnvironment(
+        registry_uri=registry,
+        contract_name=get_contract(args.contract).name,
+        refresh_seconds=args.refresh_seconds,
+        max_batch_size=args.max_batch_size,
+    )
+    os.environ.update(environment.to_env())
     lambda_module = serving_handler_module()
     app = lambda_module.app()  # cold start: the champion loads before the first request
     try:

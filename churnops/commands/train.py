@@ -18,7 +18,7 @@ def default_actor() -> str:
         return "unknown"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("train", help="train, evaluate and register a model version")
     parser.add_argument("--data", required=True, help="CSV file of customers with the target")
     parser.add_argument(

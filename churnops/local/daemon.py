@@ -24,11 +24,12 @@ from typing import Any
 from churnops.local.processes import free_port
 from churnops.local.synthesis import STACK_NAME
 from churnops.local.twin import TWIN_CREDENTIALS
+from churnops.wiring import ServingEnvironment
 
 LOG = logging.getLogger("churnops.twin")
 
 # The twin retrains in seconds, not weeks: the API picks up a new champion within this many
-# seconds instead of the deployed default (CHAMPION_REFRESH_SECONDS=30).
+# seconds instead of the deployed default (ServingEnvironment.refresh_seconds, 30).
 TWIN_CHAMPION_REFRESH_SECONDS = "2"
 
 
@@ -149,8 +150,8 @@ def _start(
     if layout.serving_handler:
         from churnops.local.apigw import LocalApiGateway
 
-        os.environ.update(layout.serving_environment)
-        os.environ["CHAMPION_REFRESH_SECONDS"] = TWIN_CHAMPION_REFRESH_SECONDS
+        refresh = ServingEnvironment.env_names()["refresh_seconds"]
+        os.environ.update({**layout.serving_environment, refresh: TWIN_CHAMPION_REFRESH_SECONDS})
         handler = moto_ext.current_runner().resolve_handler(layout.serving_handler)
         gateway = LocalApiGateway(handler, host="127.0.0.1", port=0, stage="twin")
         gateway.start()

@@ -13,9 +13,13 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from churnops.errors import ChurnOpsError
+from churnops.wiring import INCOMING_PREFIX, ServingEnvironment, failed_key
+
+if TYPE_CHECKING:
+    from churnops.registry import Registry
 
 # MariaDB's ER_NO_SUCH_TABLE: the audit table does not exist before the first ingest.
 _NO_SUCH_TABLE = 1146
@@ -41,7 +45,7 @@ class TwinFlows(abc.ABC):
     ) -> dict[str, Any]:
         """Put a CSV into the raw bucket under the watched prefix, as a user would; with `wait`,
         follow the ingest execution it triggers and report the file's outcome."""
-        from churnops.aws import client
+        from churnops import storage
 
         path = Path(path)
         if not path.is_file():
@@ -50,14 +54,8 @@ class TwinFlows(abc.ABC):
             layout = state["layout"]
             if not layout.get("raw_bucket") or not layout.get("ingest_state_machine"):
                 raise ChurnOpsError("the synthesized template has no S3-triggered ingest flow")
-            object_key = key or f"{layout.get('watched_prefix') or 'incoming/'}{path.name}"
-            etag = (
-                client("s3")
-                .put_object(Bucket=layout["raw_bucket"], Key=object_key, Body=path.read_bytes())[
-                    "ETag"
-                ]
-                .strip('"')
-            )
+            object_key = key or f"{incoming_prefix(layout)}{path.name}"
+            etag = storage.put_bytes(layout["raw_bucket"], object_key, path.read_bytes())
             if not wait:
                 return {"bucket": layout["raw_bucket"], "key": object_key, "etag": etag}
             return self.ingest_outcome(object_key, etag, timeout=timeout)
@@ -110,8 +108,7 @@ class TwinFlows(abc.ABC):
     def ingest_outcome(
         self, object_key: str, etag: str, *, timeout: float = 300.0
     ) -> dict[str, Any]:
-        from churnops.aws import client
-        from churnops.wiring import failed_key
+        from churnops import storage
 
         with self.environment() as state:
             layout = state["layout"]
@@ -120,12 +117,12 @@ class TwinFlows(abc.ABC):
             audit = self._audit_rows(object_key)
             same_bytes = [row for row in audit if (row.get("etag") or "").strip('"') == etag]
             latest = (same_bytes or audit or [{}])[-1]
+            # where the job moves a rejected file: its path below the incoming prefix, under
+            # failed/
+            moved = failed_key(object_key, incoming_prefix(layout))
             failed_file = None
-            with contextlib.suppress(Exception):
-                # where the job moves a rejected file: its path under failed/, subfolders kept
-                moved = failed_key(object_key)
-                client("s3").head_object(Bucket=layout["raw_bucket"], Key=moved)
-                failed_file = f"s3://{layout['raw_bucket']}/{moved}"
+            if storage.head(layout["raw_bucket"], moved) is not None:
+                failed_file = storage.s3_uri(layout["raw_bucket"], moved)
             return {
                 "file": f"s3://{layout['raw_bucket']}/{object_key}",
                 "execution": described["status"],
@@ -194,14 +191,21 @@ class TwinFlows(abc.ABC):
                 result["failed_step"] = failed_step(execution)
             return result
 
-    def registry(self) -> Any:
+    def registry(self) -> Registry:
         """The twin's model registry (use inside `environment()`)."""
         from churnops.registry import Registry
 
         uri = self.require_ready()["layout"].get("registry_uri")
         if not uri:
-            raise ChurnOpsError("the synthesized template names no REGISTRY_URI")
+            variable = ServingEnvironment.env_names()["registry_uri"]
+            raise ChurnOpsError(f"the synthesized template names no {variable}")
         return Registry.open(uri)
+
+
+def incoming_prefix(layout: dict[str, Any]) -> str:
+    """The raw bucket's upload prefix: the one the ingest rule watches, which the stack derives
+    from the same setting as the ingest job's --incoming_prefix."""
+    return str(layout.get("watched_prefix") or INCOMING_PREFIX)
 
 
 def failed_step(execution_arn: str) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from churnops import aws
+from churnops import aws, storage
 from churnops.errors import ChurnOpsError
 from churnops.local.roles import Roles, database_attachments, database_name, discover
 from churnops.local.template import ACCOUNT, TWIN_ROLE, TWIN_ROLE_ARN, DatabaseEndpoint, Template
@@ -206,8 +206,8 @@ class Provisioner:
             with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
                 s3.create_bucket(Bucket=bucket)
             key = f"glue_jobs/{script.name}"
-            s3.put_object(Bucket=bucket, Key=key, Body=script.read_bytes())
-            command["ScriptLocation"] = f"s3://{bucket}/{key}"
+            storage.put_bytes(bucket, key, script.read_bytes())
+            command["ScriptLocation"] = storage.s3_uri(bucket, key)
             arguments = {k: str(v) for k, v in (props.get("DefaultArguments") or {}).items()}
             kwargs: dict[str, Any] = {
                 "Name": name,

@@ -4,8 +4,8 @@ holds the database's credentials. Never from a logical ID, a construct's name or
 module path: a renamed construct or a moved handler must not change what the twin finds.
 
 Two values exist in the template only as the environment the stack gives its functions, so they
-are read from there, by the variable names the code itself reads: REGISTRY_URI (the registry's
-prefix in its bucket) and CURATED_BUCKET.
+are read from there, by the variable names the code itself reads (`churnops.wiring`'s
+environments): the registry's URI (its prefix in its bucket) and the curated bucket.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from churnops.errors import ChurnOpsError
 from churnops.local.template import ACCOUNT, Template
+from churnops.wiring import RetrainEnvironment, ServingEnvironment
 
 _STATE_MACHINE = "AWS::StepFunctions::StateMachine"
 # An object key no upload has: where it shows up in a target's input is where the key goes.
@@ -55,8 +56,8 @@ def discover(template: Template) -> Roles:
     for variables in _function_environments(template):
         for key, value in variables.items():
             environment.setdefault(key, value)
-    roles.registry_uri = environment.get("REGISTRY_URI")
-    roles.curated_bucket = environment.get("CURATED_BUCKET")
+    roles.registry_uri = environment.get(ServingEnvironment.env_names()["registry_uri"])
+    roles.curated_bucket = environment.get(RetrainEnvironment.env_names()["curated_bucket"])
     return roles
 
 

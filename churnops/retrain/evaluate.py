@@ -23,6 +23,7 @@ from churnops.contract import Contract
 from churnops.errors import ChurnOpsError
 from churnops.evaluation import (
     BOOTSTRAP_BLOCK_VALUES,
+    Outcomes,
     bootstrap_blocks,
     percentile_interval,
     weighted_roc_auc,
@@ -32,7 +33,7 @@ from churnops.wiring import PRIMARY_METRIC_NAMES, GateSettings
 
 
 def _pr_auc(
-    y: npt.NDArray[np.float64], p: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+    y: Outcomes, p: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     from sklearn.metrics import average_precision_score
 
@@ -45,7 +46,7 @@ def _pr_auc(
 PRIMARY_METRICS: dict[
     str,
     Callable[
-        [npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
+        [Outcomes, npt.NDArray[np.float64], npt.NDArray[np.float64]],
         npt.NDArray[np.float64],
     ],
 ] = {

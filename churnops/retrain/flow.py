@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from churnops.contract import Contract, get_contract
 from churnops.errors import ChurnOpsError
@@ -42,6 +42,9 @@ from churnops.wiring import (
     RetrainEnvironment,
     snapshot_run_prefix,
 )
+
+if TYPE_CHECKING:  # training imports sklearn: only the train step loads it, when it runs
+    from churnops.training import TrainingOptions
 
 # Beside a run's snapshot: its drift report (DRIFT_REPORT, as in the registry) and this.
 EVALUATION = "evaluation.json"
@@ -98,7 +101,7 @@ class RetrainEnv:
             metrics_namespace=env.metrics_namespace,
         )
 
-    def training_options(self) -> Any:
+    def training_options(self) -> TrainingOptions:
         from churnops.model import FAMILIES
         from churnops.training import TrainingOptions
 
@@ -107,12 +110,12 @@ class RetrainEnv:
             raise ChurnOpsError(
                 f"unknown model family {', '.join(unknown)} (known: {', '.join(FAMILIES)})"
             )
-        sizes = {} if self.training_fit_rows is None else {"fit_rows": self.training_fit_rows}
+        fit_rows = self.training_fit_rows
         return TrainingOptions(
             quality_floor=self.gate.quality_floor,
             folds=self.training_folds,
             families=self.training_families or FAMILIES,
-            **sizes,
+            fit_rows=TrainingOptions.fit_rows if fit_rows is None else fit_rows,
         )
 
     @property
@@ -137,7 +140,7 @@ def json_safe(value: Any) -> Any:
     """Plain JSON: NaN/inf become null (Step Functions rejects them), numpy scalars become
     Python numbers, tuples become lists."""
     if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return json_object(value)
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, str | bytes):
@@ -145,6 +148,11 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def json_object(value: Mapping[Any, Any]) -> dict[str, Any]:
+    """`json_safe` of an object, such as a step's result."""
+    return {str(k): json_safe(v) for k, v in value.items()}
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -184,7 +192,7 @@ def drift_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     taken = result_of(state, "snapshot")
     report_uri = snapshot_run_prefix(env.curated_bucket, taken["run_id"]) + DRIFT_REPORT
     customers = stored_snapshot(env, taken)
-    return json_safe(
+    return json_object(
         run_drift(
             env.registry,
             customers,
@@ -228,7 +236,7 @@ def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         )
     # The drift report of this run goes with the version trained on the same data.
     registry.write_extra(version, DRIFT_REPORT, snap.get_bytes(drift["report_uri"]))
-    return json_safe(
+    return json_object(
         {
             "version": version,
             "status": result.status,
@@ -298,7 +306,7 @@ def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         content_type="application/json",
     )
     metric = env.gate.primary_metric
-    return json_safe(
+    return json_object(
         {
             "promote": decision.promote,
             "challenger_version": challenger_version,
@@ -347,7 +355,7 @@ def promote_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         actor=ACTOR,
         event_bus=env.event_bus,
     )
-    return json_safe(
+    return json_object(
         {
             "version": pointer["version"],
             "previous_version": pointer["previous_version"],
@@ -373,6 +381,6 @@ def reject_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         details=_decision_details(state, verdict),
         actor=ACTOR,
     )
-    return json_safe(
+    return json_object(
         {"version": verdict["challenger_version"], "reasons": reasons, "at": entry["at"]}
     )

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from churnops.contract import Contract
@@ -52,7 +53,7 @@ class SmallestByHash:
         # The largest hash still kept once `limit` rows are held; a row above it cannot get in.
         self._bound: np.uint64 | None = None
 
-    def offer(self, frame: pd.DataFrame, hashes: np.ndarray) -> None:
+    def offer(self, frame: pd.DataFrame, hashes: npt.NDArray[np.uint64]) -> None:
         self.offered += len(frame)
         if self.limit == 0 or frame.empty:
             return

@@ -46,12 +46,13 @@ import hashlib
 import io
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,13 +97,7 @@ class Snapshot:
     parts: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "uri": self.uri,
-            "rows": self.rows,
-            "sha256": self.sha256,
-            "parts": self.parts,
-        }
+        return asdict(self)
 
 
 def new_run_id(moment: dt.datetime | None = None) -> str:
@@ -171,7 +166,7 @@ def _hashable(table: pa.Table, contract: Contract) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+def row_hashes(frame: pd.DataFrame) -> npt.NDArray[np.uint64]:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
 
 
@@ -182,12 +177,12 @@ class ContentHash:
     the row hashes makes the digest a function of the set of rows only; it costs 8 bytes a row
     until the end (80 MB at 10M customers)."""
 
-    def __init__(self, columns: Sequence[str]) -> None:
+    def __init__(self, columns: Iterable[str]) -> None:
         self.columns = list(columns)
-        self._hashes: list[np.ndarray] = []
+        self._hashes: list[npt.NDArray[np.uint64]] = []
         self.rows = 0
 
-    def add(self, hashes: np.ndarray) -> None:
+    def add(self, hashes: npt.NDArray[np.uint64]) -> None:
         self._hashes.append(np.asarray(hashes, dtype=np.uint64))
         self.rows += len(hashes)
 
@@ -206,7 +201,7 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 
 # ---- the holdout --------------------------------------------------------------------------------
-def id_hash(ids: pd.Series | pa.Array | pa.ChunkedArray, key: str) -> np.ndarray:
+def id_hash(ids: pd.Series[Any] | pa.Array | pa.ChunkedArray, key: str) -> npt.NDArray[np.uint64]:
     """A stable 64-bit hash per customer id under `key` (16 characters): the same id gets the
     same value in every run, part and order."""
     if isinstance(ids, pa.Array | pa.ChunkedArray):
@@ -216,11 +211,13 @@ def id_hash(ids: pd.Series | pa.Array | pa.ChunkedArray, key: str) -> np.ndarray
     )
 
 
-def holdout_hash(ids: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+def holdout_hash(ids: pd.Series[Any] | pa.Array | pa.ChunkedArray) -> npt.NDArray[np.uint64]:
     return id_hash(ids, _HOLDOUT_KEY)
 
 
-def holdout_mask(ids: pd.Series | pa.Array | pa.ChunkedArray, share: float) -> np.ndarray:
+def holdout_mask(
+    ids: pd.Series[Any] | pa.Array | pa.ChunkedArray, share: float
+) -> npt.NDArray[np.bool_]:
     """True for the customers held out for evaluation: a fixed ~`share` of ids, by id hash."""
     return (holdout_hash(ids) / np.float64(2**64)) < share
 

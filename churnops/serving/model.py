@@ -25,6 +25,7 @@ from churnops.contract import Contract, Kind
 from churnops.errors import ChurnOpsError, ContractMismatchError
 from churnops.scoring import POSITIVE_INDEX, PROBABILITY_OUTPUT, OnnxModel, predict
 from churnops.serving.validation import CustomerBatch
+from churnops.wiring import SCORE_COLUMNS
 
 TOP_FACTORS = 3
 
@@ -191,18 +192,20 @@ class ServingModel:
         probabilities, decisions = predict(self.model, customers.columns)
         factors = self.factors.top(customers.columns, len(customers))
         id_column = self.contract.id_column
-        return [
-            {
-                id_column: customer_id,
+        results = []
+        for customer_id, p, d, why in zip(
+            customers.ids, probabilities, decisions, factors, strict=True
+        ):
+            # a score row as the batch job writes it (churnops.scoring.score): the score schema's
+            # columns in its order, each filled by name
+            values = {
                 "churn_probability": round(float(p), 6),
                 "churn_prediction": int(d),
                 "model_version": self.version,
-                "factors": why,
             }
-            for customer_id, p, d, why in zip(
-                customers.ids, probabilities, decisions, factors, strict=True
-            )
-        ]
+            score = {name: values[name] for name in SCORE_COLUMNS}
+            results.append({id_column: customer_id, **score, "factors": why})
+        return results
 
     def describe(self) -> dict[str, Any]:
         """What `GET /model` shows."""

@@ -1,5 +1,5 @@
 """Retrain state machine tasks: one handler per step, each the CMD of its own container-image
-function (`lambdas.retrain.handlers.<step>`, stacks/training.py).
+function (`lambdas.retrain.handlers.<step>`, stacks/retrain.py).
 
 Every handler builds the settings from the environment, passes the execution's state to the step
 in `churnops.retrain.flow` and returns its small JSON result (URIs, ids, figures; never data).

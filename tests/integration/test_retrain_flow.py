@@ -41,7 +41,7 @@ def synthesize(outdir: Path) -> dict[str, Any]:
 
     from churnops.wiring import GateSettings
     from stacks.assets import churnops_package_asset
-    from stacks.training import Retrain, RetrainSettings
+    from stacks.retrain import Retrain, RetrainSettings
     from tests.stand_ins import ACCOUNT, REGION, host_constructs
 
     app = cdk.App(outdir=str(outdir))

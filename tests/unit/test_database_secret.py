@@ -50,7 +50,7 @@ def test_no_name_anywhere_is_refused_by_name(aws_env) -> None:  # type: ignore[n
 
 def test_an_unreachable_database_is_an_error_the_retrain_retry_names() -> None:
     """pymysql's OperationalError never reaches Step Functions: connect() wraps it, as
-    DatabaseUnavailableError when the server is out of reach (stacks/training.py retries it)."""
+    DatabaseUnavailableError when the server is out of reach (stacks/retrain.py retries it)."""
     from churnops.errors import DatabaseUnavailableError
     from tests.conftest import free_port
 

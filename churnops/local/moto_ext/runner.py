@@ -18,11 +18,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from churnops.local import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -136,7 +138,7 @@ class TaskRunner:
         function = self.resolve_handler(handler)
         with (
             self._env_lock,
-            _environment(
+            processes.environment(
                 {
                     **environment,
                     "AWS_LAMBDA_FUNCTION_NAME": context.function_name,
@@ -227,20 +229,6 @@ class TaskRunner:
             pool, self._glue_pool = self._glue_pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=cancel_queued)
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update({key: str(value) for key, value in values.items()})
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 # The runner the patched moto code hands work to: `install` sets it, `uninstall` clears it.

@@ -1,5 +1,6 @@
-"""The Retrain construct (stacks/training.py) in a small test stack: the synthesized state machine,
-its retries and catches, the Glue .sync integration, the schedule and least-privilege IAM."""
+"""The Retrain construct (stacks/retrain.py, with stacks/batch_scoring.py and
+stacks/retrain_schedule.py) in a small test stack: the synthesized state machine, its retries and
+catches, the Glue .sync integration, the schedule and least-privilege IAM."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from churnops.wiring import BatchScoreArgs, GateSettings
 from stacks.assets import churnops_package_asset
-from stacks.training import STEPS, Retrain, RetrainSettings
+from stacks.retrain import STEPS, Retrain, RetrainSettings
 from tests.stand_ins import ACCOUNT, REGION, host_constructs, synth_keeping_nag_failure
 
 SETTINGS = RetrainSettings(
@@ -297,12 +298,12 @@ def test_the_batch_scoring_job_may_list_only_the_prefixes_it_plans_and_commits(
     """The job lists the snapshot's parts (its plan) and the date's partition (its commit) and
     the registry's versions; ListBucket with any other prefix, or none, would be refused."""
     listed = {
-        tuple(s["Condition"]["StringLike"]["s3:prefix"])
+        frozenset(s["Condition"]["StringLike"]["s3:prefix"])
         for s in _statements(template)
         if s["Action"] == "s3:ListBucket"
     }
     for prefix in ("snapshots", "predictions", "models"):
-        assert (f"{prefix}/*", prefix) in listed, listed
+        assert {f"{prefix}/*", prefix} in listed, listed
     for statement in _statements(template):
         if statement["Action"] == "s3:ListBucket":
             assert "s3:prefix" in statement["Condition"]["StringLike"], statement
