@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -27,11 +25,11 @@ from churnops.wiring import (
     BatchScoreArgs,
     registry_uri,
 )
-from stacks.flows import vpc_glue_job
+from stacks.flows import GlueJobSize, vpc_glue_job
 from stacks.storage import grant_list, grant_object_delete, grant_object_read, grant_object_write
 
 if TYPE_CHECKING:
-    from stacks.database import Database
+    from stacks.platform import Platform
 
 BATCH_SCORE_SCRIPT = "batch_score.py"
 
@@ -51,18 +49,15 @@ def batch_scoring(
     *,
     name: str,
     contract_name: str,
-    curated_bucket: s3.IBucket,
-    registry_bucket: s3.IBucket,
-    database: Database,
-    package: s3_assets.Asset,
-    worker_type: str,
-    workers: int,
-    timeout_minutes: int,
+    platform: Platform,
+    size: GlueJobSize,
     removal: RemovalPolicy,
 ) -> BatchScoring:
     """Adds the job's resources (`BatchScore*`, see vpc_glue_job) and the step `BatchScore` to
     `scope`, the retrain construct: a function rather than a construct of its own, so the job,
     its role, key and security configuration keep the logical IDs they were deployed with."""
+    curated_bucket, registry_bucket = platform.curated_bucket, platform.registry_bucket
+    database = platform.database
     args = BatchScoreArgs(
         registry_uri=registry_uri(registry_bucket.bucket_name),
         input_uri=sfn.JsonPath.string_at("$.snapshot.Payload.uri"),
@@ -85,12 +80,9 @@ def batch_scoring(
         name=name,
         purpose="batch scoring",
         description="Scores every customer of a snapshot with the champion (mapInPandas)",
-        package=package,
-        database=database,
+        platform=platform,
         arguments=args.default_arguments(),
-        worker_type=worker_type,
-        workers=workers,
-        timeout_minutes=timeout_minutes,
+        size=size,
         max_concurrent_runs=2,
         removal=removal,
     )

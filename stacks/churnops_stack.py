@@ -2,8 +2,9 @@
 
 Each construct owns one concern and takes the resources it needs as typed keyword props; what
 crosses construct boundaries (the buckets, the database, the alert topic, the churnops package
-asset) is created once here and handed over. Grants that belong to no single construct (the
-serving function reading the registry) are made here with exact actions on exact prefixes.
+asset) is created once here and handed to the flows as one `Platform` (stacks/platform.py).
+Grants that belong to no single construct (the serving function reading the registry) are made
+here with exact actions on exact prefixes.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from constructs import Construct
 
 from churnops import wiring
 from stacks.alerts import Alerts
-from stacks.assets import churnops_package_asset
 from stacks.config import Config
 from stacks.database import Database
 from stacks.ingestion import Ingestion
 from stacks.monitoring import Monitoring
+from stacks.platform import Platform
 from stacks.retrain import Retrain
 from stacks.serving import Serving
 from stacks.storage import Storage, grant_object_read
@@ -37,28 +38,12 @@ class ChurnOpsStack(Stack):
         self.storage = Storage(self, "Storage", settings=config.storage)
         self.alerts = Alerts(self, "Alerts", settings=config.alerts)
         self.database = Database(self, "Database", settings=config.database)
-        package = churnops_package_asset(self)
+        platform = Platform.build(
+            self, storage=self.storage, alerts=self.alerts, database=self.database
+        )
 
-        self.ingestion = Ingestion(
-            self,
-            "Ingestion",
-            settings=config.ingestion,
-            raw_bucket=self.storage.raw_bucket,
-            curated_bucket=self.storage.curated_bucket,
-            database=self.database,
-            alert_topic=self.alerts.topic,
-            package=package,
-        )
-        self.retrain = Retrain(
-            self,
-            "Retrain",
-            settings=config.retrain,
-            curated_bucket=self.storage.curated_bucket,
-            registry_bucket=self.storage.registry_bucket,
-            database=self.database,
-            alert_topic=self.alerts.topic,
-            package=package,
-        )
+        self.ingestion = Ingestion(self, "Ingestion", settings=config.ingestion, platform=platform)
+        self.retrain = Retrain(self, "Retrain", settings=config.retrain, platform=platform)
         self.serving = Serving(
             self, "Serving", settings=config.serving, registry_bucket=self.storage.registry_bucket
         )

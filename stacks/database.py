@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from aws_cdk import Acknowledgment, Aws, Duration, Fn, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
@@ -162,6 +163,24 @@ def log_retention(days: int) -> logs.RetentionDays:
     return logs.RetentionDays[_RETENTION[days]]
 
 
+class LogLifecycle(Protocol):
+    """The fields of a construct's settings that decide what happens to its logs (and keys,
+    queues: whatever has no snapshot)."""
+
+    @property
+    def removal_policy(self) -> str: ...
+    @property
+    def log_retention_days(self) -> int: ...
+
+
+def log_lifecycle(settings: LogLifecycle) -> tuple[RemovalPolicy, logs.RetentionDays]:
+    """(removal policy, log retention) of what a construct makes that has no snapshot."""
+    return (
+        removal_without_snapshot(settings.removal_policy),
+        log_retention(settings.log_retention_days),
+    )
+
+
 class Database(Construct):
     """Exposes `vpc`, `instance`, `secret`, `glue_connection`, `job_security_group`,
     `lambda_security_group`, `database_name` (interfaces 7), plus `endpoints` and
@@ -172,9 +191,8 @@ class Database(Construct):
         self.settings = settings
         self.database_name = settings.database_name
         isolated = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
-        retention = log_retention(settings.log_retention_days)
         policy = removal_policy(settings.removal_policy)
-        log_policy = removal_without_snapshot(settings.removal_policy)
+        log_policy, retention = log_lifecycle(settings)
 
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=retention, removal_policy=log_policy)
         # CDK accepts either explicit zones or a count, not both.

@@ -35,7 +35,6 @@ from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -46,7 +45,7 @@ from stacks.database import stack_id_suffix
 from stacks.storage import grant_asset_read
 
 if TYPE_CHECKING:
-    from stacks.database import Database
+    from stacks.platform import Platform
 
 # Glue places a job's workers in the VPC through network interfaces it creates with the job's
 # role. The grants follow AWS's managed AWSGlueServiceRole policy (v5, docs.aws.amazon.com/
@@ -125,17 +124,14 @@ def vpc_glue_job(
     name: str,
     purpose: str,
     description: str,
-    package: s3_assets.Asset,
-    database: Database,
+    platform: Platform,
     arguments: dict[str, str],
-    worker_type: str,
-    workers: int,
-    timeout_minutes: int,
+    size: GlueJobSize,
     max_concurrent_runs: int,
     removal: RemovalPolicy,
 ) -> VpcGlueJob:
     """A Glue 5.0 job running `glue_jobs/<script>` in the database's VPC, through its Glue
-    connection, with the database secret readable.
+    connection, with the database secret readable, sized by `size` (the flow's settings).
 
     Adds to `scope`: `<asset_id>Script` and `<asset_id>Dependencies` (the script and the zip of
     wheels from `containers/glue/<script stem>.txt`: the subnets have no route to PyPI),
@@ -146,6 +142,7 @@ def vpc_glue_job(
     package and wheels objects, work in the VPC and publish Glue's job metrics, and acknowledges
     the cdk-nag findings of those grants; the caller grants (and acknowledges) the job's data.
     """
+    package, database = platform.package, platform.database
     stack = Stack.of(scope)
     script_asset = glue_script_asset(scope, f"{asset_id}Script", script)
     dependencies = glue_dependencies_asset(
@@ -273,9 +270,9 @@ def vpc_glue_job(
             **dependencies.job_arguments,  # the zip of wheels, installed with pip --no-index
         },
         connections=glue.CfnJob.ConnectionsListProperty(connections=[database.glue_connection.ref]),
-        worker_type=worker_type,
-        number_of_workers=workers,
-        timeout=timeout_minutes,
+        worker_type=size.glue_worker_type,
+        number_of_workers=size.glue_workers,
+        timeout=size.glue_timeout_minutes,
         max_retries=0,  # the state machine decides about retries
         execution_property=glue.CfnJob.ExecutionPropertyProperty(
             max_concurrent_runs=max_concurrent_runs

@@ -22,8 +22,6 @@ from aws_cdk import Acknowledgment, Duration, Stack, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -36,7 +34,7 @@ from churnops.wiring import (
     STAGING_METHODS,
     IngestArgs,
 )
-from stacks.database import log_retention, removal_without_snapshot
+from stacks.database import log_lifecycle
 from stacks.flows import (
     GLUE_START_ERRORS,
     check_glue_job,
@@ -47,7 +45,7 @@ from stacks.flows import (
 from stacks.storage import grant_object_delete, grant_object_read, grant_object_write
 
 if TYPE_CHECKING:
-    from stacks.database import Database
+    from stacks.platform import Platform
 
 INGEST_SCRIPT = "ingest_customers.py"
 # Where the state machine finds the file in the EventBridge "Object Created" event (the ingest
@@ -99,15 +97,13 @@ class Ingestion(Construct):
         id: str,
         *,
         settings: IngestionSettings,
-        raw_bucket: s3.IBucket,
-        curated_bucket: s3.IBucket,
-        database: Database,
-        alert_topic: sns.ITopic,
-        package: s3_assets.Asset,
+        platform: Platform,
     ) -> None:
         super().__init__(scope, id)
         self.settings = settings
-        removal = removal_without_snapshot(settings.removal_policy)
+        raw_bucket, curated_bucket = platform.raw_bucket, platform.curated_bucket
+        database, alert_topic = platform.database, platform.alert_topic
+        removal, retention = log_lifecycle(settings)
         incoming = settings.incoming_prefix
         # The job's arguments: the file's bucket and key come with each run, from the event.
         job_args = IngestArgs(
@@ -138,12 +134,9 @@ class Ingestion(Construct):
             purpose="ingest",
             description="Validates one uploaded customer CSV, quarantines bad rows, writes "
             "curated Parquet and upserts the rest into the database",
-            package=package,
-            database=database,
+            platform=platform,
             arguments=job_args.default_arguments(),
-            worker_type=settings.glue_worker_type,
-            workers=settings.glue_workers,
-            timeout_minutes=settings.glue_timeout_minutes,
+            size=settings,
             max_concurrent_runs=settings.max_concurrent_runs,
             removal=removal,
         )
@@ -235,7 +228,7 @@ class Ingestion(Construct):
             timeout=Duration.minutes(
                 settings.glue_timeout_minutes * (settings.start_retry_attempts + 1) + 30
             ),
-            retention=log_retention(settings.log_retention_days),
+            retention=retention,
             removal=removal,
             alert_topic=alert_topic,
         )

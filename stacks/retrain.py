@@ -28,8 +28,6 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -44,7 +42,7 @@ from churnops.wiring import (
     registry_uri,
 )
 from stacks.batch_scoring import batch_scoring
-from stacks.database import log_retention, removal_without_snapshot
+from stacks.database import log_lifecycle
 from stacks.flows import (
     GLUE_START_ERRORS,
     check_glue_job,
@@ -57,7 +55,7 @@ from stacks.retrain_schedule import check_schedule_expression, retrain_schedule
 from stacks.storage import grant_object_get, grant_object_read, grant_object_write
 
 if TYPE_CHECKING:
-    from stacks.database import Database
+    from stacks.platform import Platform
 
 HANDLER_MODULE = "lambdas.retrain.handlers"
 # Errors worth a second attempt: the database or an AWS endpoint out of reach, never a domain
@@ -137,38 +135,26 @@ class Retrain(Construct):
         id: str,
         *,
         settings: RetrainSettings,
-        curated_bucket: s3.IBucket,
-        registry_bucket: s3.IBucket,
-        database: Database,
-        alert_topic: sns.ITopic,
-        package: s3_assets.Asset,
+        platform: Platform,
     ) -> None:
         super().__init__(scope, id)
         self.settings = settings
-        removal = removal_without_snapshot(settings.removal_policy)
-        retention = log_retention(settings.log_retention_days)
-        self._task_functions(
-            settings, curated_bucket, registry_bucket, database, retention, removal
-        )
-        self._grant_steps(curated_bucket, registry_bucket, database)
+        removal, retention = log_lifecycle(settings)
+        self._task_functions(settings, platform, retention, removal)
+        self._grant_steps(platform)
 
         scoring = batch_scoring(
             self,
             name=f"{settings.name_prefix}-batch-score",
             contract_name=settings.contract_name,
-            curated_bucket=curated_bucket,
-            registry_bucket=registry_bucket,
-            database=database,
-            package=package,
-            worker_type=settings.glue_worker_type,
-            workers=settings.glue_workers,
-            timeout_minutes=settings.glue_timeout_minutes,
+            platform=platform,
+            size=settings,
             removal=removal,
         )
         self.batch_score_job, self.job_role = scoring.job, scoring.role
 
         self.state_machine = self._state_machine(
-            settings, alert_topic, scoring.task, retention=retention, removal=removal
+            settings, platform.alert_topic, scoring.task, retention=retention, removal=removal
         )
         self.schedule = retrain_schedule(
             self,
@@ -252,16 +238,15 @@ class Retrain(Construct):
     def _task_functions(
         self,
         settings: RetrainSettings,
-        curated_bucket: s3.IBucket,
-        registry_bucket: s3.IBucket,
-        database: Database,
+        platform: Platform,
         retention: logs.RetentionDays,
         removal: RemovalPolicy,
     ) -> None:
         """One container-image function per step, each with its own role and log group."""
+        database = platform.database
         step_env = RetrainEnvironment(
-            registry_uri=registry_uri(registry_bucket.bucket_name),
-            curated_bucket=curated_bucket.bucket_name,
+            registry_uri=registry_uri(platform.registry_bucket.bucket_name),
+            curated_bucket=platform.curated_bucket.bucket_name,
             contract_name=settings.contract_name,
             gate=settings.gate,
             train_families=settings.training_families,
@@ -308,11 +293,11 @@ class Retrain(Construct):
             )
             self.roles[step] = role
 
-    def _grant_steps(
-        self, curated_bucket: s3.IBucket, registry_bucket: s3.IBucket, database: Database
-    ) -> None:
+    def _grant_steps(self, platform: Platform) -> None:
         """What each step's function may do, and nothing more. S3 grants acknowledge their own
         prefix wildcards (stacks.storage); the two grants on "*" acknowledge theirs here."""
+        curated_bucket, registry_bucket = platform.curated_bucket, platform.registry_bucket
+        database = platform.database
         roles = self.roles
         database.secret.grant_read(roles["snapshot"])
         grant_object_write(curated_bucket, roles["snapshot"], SNAPSHOTS_PREFIX)

@@ -31,7 +31,7 @@ from constructs import Construct
 
 from churnops.contract import get_contract
 from churnops.wiring import BATCH_KEY, ServingEnvironment, registry_uri
-from stacks.database import log_retention, removal_without_snapshot
+from stacks.database import log_lifecycle
 from stacks.images import LAMBDA_ARCHITECTURE, SERVING_IMAGE
 
 HANDLER = "lambdas.serving.handler.handler"  # the image's CMD (interfaces 5)
@@ -83,8 +83,7 @@ class Serving(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.settings = settings
-        retention = log_retention(settings.log_retention_days)
-        log_policy = removal_without_snapshot(settings.removal_policy)
+        log_policy, retention = log_lifecycle(settings)
 
         # An explicit role and log group instead of AWSLambdaBasicExecutionRole: the function may
         # write to its own log group and nothing else. Registry grants come from the stack.

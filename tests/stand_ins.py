@@ -10,6 +10,7 @@ from aws_cdk import Stack
 
 from stacks.alerts import Alerts, AlertsSettings
 from stacks.database import Database, DatabaseSettings
+from stacks.platform import Platform
 from stacks.storage import Storage, StorageSettings
 
 ACCOUNT = "123456789012"
@@ -21,6 +22,7 @@ class Host:
     storage: Storage
     alerts: Alerts
     database: Database
+    platform: Platform  # what the stack hands a flow construct, built from the three above
 
 
 def stand_in_storage(stack: Stack) -> Storage:
@@ -51,7 +53,8 @@ def host_constructs(
     database_name: str = "churnops",
 ) -> Host:
     """Storage, Alerts (topic `topic_name`) and a small Database (`name_prefix`, with the VPC
-    interface endpoints the construct under test needs) in `stack`."""
+    interface endpoints the construct under test needs) in `stack`, and their `Platform` (which
+    adds the churnops package asset)."""
     storage = stand_in_storage(stack)
     alerts = Alerts(
         stack,
@@ -82,7 +85,8 @@ def host_constructs(
             log_retention_days=30,
         ),
     )
-    return Host(storage=storage, alerts=alerts, database=database)
+    platform = Platform.build(stack, storage=storage, alerts=alerts, database=database)
+    return Host(storage=storage, alerts=alerts, database=database, platform=platform)
 
 
 def synth_keeping_nag_failure(stack: Stack) -> str | None:

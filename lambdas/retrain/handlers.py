@@ -20,37 +20,31 @@ logging.getLogger().setLevel(logging.INFO)
 log = logging.getLogger("churnops.retrain")
 
 Step = Callable[[flow.RetrainEnv, Mapping[str, Any]], dict[str, Any]]
+Handler = Callable[[Any, Any], dict[str, Any]]
 
 
-def _run(name: str, step: Step, event: Any) -> dict[str, Any]:
-    state = event if isinstance(event, Mapping) else {}
-    result = step(flow.RetrainEnv.from_env(), state)
-    log.info("retrain %s: %s", name, result)
-    return result
+def _handler(name: str, step: Step) -> Handler:
+    """The Lambda handler of one step: the settings from the environment, the execution's state
+    in, the step's result out (and in the log)."""
+
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        state = event if isinstance(event, Mapping) else {}
+        result = step(flow.RetrainEnv.from_env(), state)
+        log.info("retrain %s: %s", name, result)
+        return result
+
+    handler.__name__ = handler.__qualname__ = name
+    return handler
 
 
-def snapshot(event: Any, context: Any) -> dict[str, Any]:
-    return _run("snapshot", flow.snapshot_step, event)
-
-
-def drift(event: Any, context: Any) -> dict[str, Any]:
-    # Publishes SnapshotMaxFeaturePSI, which only alerts: a retrain's drift never starts one.
-    return _run("drift", flow.drift_step, event)
-
-
-def train(event: Any, context: Any) -> dict[str, Any]:
-    return _run("train", flow.train_step, event)
-
-
-def evaluate(event: Any, context: Any) -> dict[str, Any]:
-    return _run("evaluate", flow.evaluate_step, event)
-
-
-def promote(event: Any, context: Any) -> dict[str, Any]:
-    # Safe for Step Functions to retry with the same state, even after the pointer moved: the
-    # move carries the run's decision id, so the retry returns it (churnops/retrain/promote.py).
-    return _run("promote", flow.promote_step, event)
-
-
-def reject(event: Any, context: Any) -> dict[str, Any]:
-    return _run("reject", flow.reject_step, event)
+# Module-level names: each function's image CMD is `lambdas.retrain.handlers.<step>`
+# (stacks/retrain.py names one per step in STEPS).
+snapshot = _handler("snapshot", flow.snapshot_step)
+# Publishes SnapshotMaxFeaturePSI, which only alerts: a retrain's drift never starts one.
+drift = _handler("drift", flow.drift_step)
+train = _handler("train", flow.train_step)
+evaluate = _handler("evaluate", flow.evaluate_step)
+# Safe for Step Functions to retry with the same state, even after the pointer moved: the move
+# carries the run's decision id, so the retry returns it (churnops/retrain/promote.py).
+promote = _handler("promote", flow.promote_step)
+reject = _handler("reject", flow.reject_step)

@@ -14,7 +14,6 @@ from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from churnops.wiring import IngestArgs
-from stacks.assets import churnops_package_asset
 from stacks.ingestion import Ingestion, IngestionSettings
 from tests.stand_ins import ACCOUNT, REGION, host_constructs, synth_keeping_nag_failure
 
@@ -49,11 +48,7 @@ def build_stack(outdir: str) -> tuple[Stack, Ingestion]:
         stack,
         "Ingestion",
         settings=SETTINGS,
-        raw_bucket=host.storage.raw_bucket,
-        curated_bucket=host.storage.curated_bucket,
-        database=host.database,
-        alert_topic=host.alerts.topic,
-        package=churnops_package_asset(stack),
+        platform=host.platform,
     )
     return stack, ingestion
 

@@ -14,7 +14,6 @@ from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from churnops.wiring import BatchScoreArgs, GateSettings
-from stacks.assets import churnops_package_asset
 from stacks.retrain import STEPS, Retrain, RetrainSettings
 from tests.stand_ins import ACCOUNT, REGION, host_constructs, synth_keeping_nag_failure
 
@@ -42,11 +41,7 @@ def build_stack(
         stack,
         "Retrain",
         settings=settings,
-        curated_bucket=host.storage.curated_bucket,
-        registry_bucket=host.storage.registry_bucket,
-        database=host.database,
-        alert_topic=host.alerts.topic,
-        package=churnops_package_asset(stack),
+        platform=host.platform,
     )
     return stack, retrain
 

@@ -40,7 +40,6 @@ def synthesize(outdir: Path) -> dict[str, Any]:
     import aws_cdk as cdk
 
     from churnops.wiring import GateSettings
-    from stacks.assets import churnops_package_asset
     from stacks.retrain import Retrain, RetrainSettings
     from tests.stand_ins import ACCOUNT, REGION, host_constructs
 
@@ -65,11 +64,7 @@ def synthesize(outdir: Path) -> dict[str, Any]:
             training_folds=FAST_TRAINING["folds"],
             retry_attempts=2,
         ),
-        curated_bucket=host.storage.curated_bucket,
-        registry_bucket=host.storage.registry_bucket,
-        database=host.database,
-        alert_topic=host.alerts.topic,
-        package=churnops_package_asset(stack),
+        platform=host.platform,
     )
     app.synth()
     return json.loads((outdir / f"{STACK}.template.json").read_text())
