@@ -252,7 +252,8 @@ def _s3_errors(bucket: str, key: str, *, conditional: bool = False) -> Iterator[
         if code in _NOT_FOUND:
             raise ObjectNotFoundError(f"no object at {where}") from None
         if code == "NoSuchBucket":
-            raise ChurnOpsError(f"s3://{bucket}: no such bucket") from None
+            # S3's own error name stays in the message: the ingest job's failure names it
+            raise ChurnOpsError(f"s3://{bucket}: no such bucket (NoSuchBucket)") from None
         if conditional and (code == "PreconditionFailed" or status == 412):
             raise PreconditionFailedError(f"{where}: changed since it was read") from None
         if conditional and (code == "ConditionalRequestConflict" or status == 409):
