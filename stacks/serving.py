@@ -9,8 +9,8 @@ and AWS says not to rely on keys as the only means of authentication and authori
 practices for API keys and usage plans"). `serving.authorization=iam` makes every method
 AWS_IAM: callers sign requests with SigV4 and need execute-api:Invoke on the method
 (docs.aws.amazon.com/apigateway/latest/developerguide/
-api-gateway-control-access-using-iam-policies-to-invoke-api.html), and still send the key. The function still validates everything itself (the local twin has no API
-Gateway, and its answers name every offending field). The OpenAPI document is served by the
+api-gateway-control-access-using-iam-policies-to-invoke-api.html), and still send the key. The function still validates everything itself (`churnops serve` has no
+API Gateway in front of it, and the function's answers name every offending field). The OpenAPI document is served by the
 function at `GET /openapi.json`; `aws apigateway get-export` returns API Gateway's own view.
 """
 
@@ -326,6 +326,13 @@ def to_apigw_schema(schema: dict[str, Any], *, root: bool = True) -> apigw.JsonS
             kwargs[_SCALAR_KEYS[key]] = value
         elif key == "type":
             types = value if isinstance(value, list) else [value]
+            if "integer" in types:
+                # Draft 4 (API Gateway's models) counts 1.0 as no integer; the published document
+                # (JSON Schema 2020-12) and the function accept it. A number that is a multiple
+                # of 1 is an integer in both drafts, so the validator refuses exactly what the
+                # document does (tests/integration/test_api_contract_fuzz.py).
+                types = ["number" if t == "integer" else t for t in types]
+                kwargs["multiple_of"] = 1
             converted = [apigw.JsonSchemaType[t.upper()] for t in types]
             kwargs["type"] = converted[0] if len(converted) == 1 else converted
         elif key == "properties":

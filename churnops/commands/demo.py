@@ -182,7 +182,8 @@ def _run_stages(
     base = state.get("api_url")
     _require(bool(base), "the template defines no serving function behind the API")
     customers = api_customers(data, 3)
-    status, body = _predict_when_ready(base, customers, champion["version"])
+    key = state.get("api_key")
+    status, body = _predict_when_ready(base, customers, champion["version"], api_key=key)
     _require(status == 200, f"POST /predict answered {status}: {body}")
     summary["api"] = {
         "url": f"{base}/predict",
@@ -196,7 +197,7 @@ def _run_stages(
             for p in body.get("predictions", [])
         ],
     }
-    health_status, _ = call_api(base, "GET", "/health")
+    health_status, _ = call_api(base, "GET", "/health", api_key=key)
     summary["api"]["health"] = health_status
     progress.done(
         f"{len(body.get('predictions', []))} customers scored by {body.get('model_version')}"
@@ -339,13 +340,18 @@ def _psi_table(report: dict[str, Any]) -> dict[str, float]:
 
 
 def _predict_when_ready(
-    base: str, customers: list[dict[str, Any]], version: str, wait: float = 30.0
+    base: str,
+    customers: list[dict[str, Any]],
+    version: str,
+    wait: float = 30.0,
+    *,
+    api_key: str | None = None,
 ) -> tuple[int, Any]:
     """POST /predict; the API picks a new champion up within its refresh interval, so a 503 right
     after the first promotion is retried for a short while."""
     deadline = time.monotonic() + wait
     call: Callable[[], tuple[int, Any]] = lambda: call_api(  # noqa: E731
-        base, "POST", "/predict", {"customers": customers}
+        base, "POST", "/predict", {"customers": customers}, api_key=api_key
     )
     status, body = call()
     while (status == 503 or (status == 200 and body.get("model_version") != version)) and (
@@ -370,9 +376,16 @@ def api_customers(
 
 
 def call_api(
-    base_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0
+    base_url: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 30.0,
+    *,
+    api_key: str | None = None,
 ) -> tuple[int, Any]:
-    """One HTTP request with the standard library's client: (status, parsed JSON body)."""
+    """One HTTP request with the standard library's client: (status, parsed JSON body).
+    `api_key`: sent as x-api-key (the API's methods require a usage plan's key)."""
     import urllib.error
     import urllib.request
 
@@ -381,7 +394,10 @@ def call_api(
         f"{base_url.rstrip('/')}{path}",
         data=data,
         method=method,
-        headers={"Content-Type": "application/json"} if data is not None else {},
+        headers={
+            **({"Content-Type": "application/json"} if data is not None else {}),
+            **({"x-api-key": api_key} if api_key else {}),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

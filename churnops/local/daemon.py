@@ -148,17 +148,25 @@ def _start(
 
     # 4. the serving Lambda behind the API Gateway stand-in, with the function's environment
     if layout.serving_handler:
-        from churnops.local.apigw import LocalApiGateway
+        from churnops.local.apigw import LocalApiGateway, rest_api_from_template
 
         refresh = ServingEnvironment.env_names()["refresh_seconds"]
         os.environ.update({**layout.serving_environment, refresh: TWIN_CHAMPION_REFRESH_SECONDS})
         handler = moto_ext.current_runner().resolve_handler(layout.serving_handler)
-        gateway = LocalApiGateway(handler, host="127.0.0.1", port=0, stage="twin")
+        # The template's REST API as API Gateway runs it: its routes, keys (their values made
+        # here, as API Gateway generates them), throttles, quota, model and gateway responses.
+        defined = rest_api_from_template(provisioner.template)
+        api, keys = defined if defined is not None else (None, {})
+        gateway = LocalApiGateway(handler, host="127.0.0.1", port=0, stage="twin", api=api)
         gateway.start()
         cleanups.append(("api", gateway.stop))
-        state.update(api_url=gateway.url)
+        state.update(
+            api_url=gateway.url,
+            api_key=next(iter(keys.values()), None),
+            api_keys=keys,
+        )
     else:
-        state.update(api_url=None)
+        state.update(api_url=None, api_key=None, api_keys={})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 The customer schema is `Contract.customer_json_schema()`, the same rules the request validator
 enforces, so the published document and the server cannot drift apart. OpenAPI 3.1 because its
-schemas are plain JSON Schema (nullable fields are `anyOf [..., {"type": "null"}]`).
+schemas are plain JSON Schema 2020-12 (nullable fields are `anyOf [..., {"type": "null"}]`), which
+can also state the contract's cross-field rules (`blank_rules`): Telco's `TotalCharges` may be null
+or missing only when `tenure` is 0, as `if`/`then`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from churnops.contract import Contract, Kind
 from churnops.serving.validation import MAX_REPORTED_PROBLEMS
 from churnops.wiring import BATCH_KEY, SCORE_COLUMNS, SCORE_SCHEMA
 
+# A character str.strip() does not remove (the characters str.isspace() is true for, spelt out:
+# `\S` means other sets in other regex dialects, e.g. ECMA-262's keeps \x1c-\x1f).
+NOT_BLANK = (
+    "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
 ROUTES = (("POST", "/predict"), ("GET", "/model"), ("GET", "/health"), ("GET", "/openapi.json"))
 # A score column's JSON type (wiring.SCORE_SCHEMA), and what the API says beyond it.
 _SCORE_JSON_TYPES = {"double": "number", "int": "integer", "string": "string"}
@@ -59,9 +66,42 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def blank_rules(contract: Contract) -> list[dict[str, Any]]:
+    """The contract's cleaning rules as JSON Schema `if`/`then`: a column with a `blank_value`
+    and a `blank_when` condition may be null or missing only when the other field has the given
+    value (the request validator's deferred check). A nullable column may always be null."""
+    rules = []
+    for col in [contract.column(contract.id_column), *contract.feature_columns]:
+        if col.blank_value is None or col.blank_when is None or col.nullable:
+            continue
+        other, wanted = col.blank_when
+        value: float | int = int(wanted) if float(wanted).is_integer() else wanted
+        rules.append(
+            {
+                "if": {
+                    "anyOf": [
+                        {"not": {"required": [col.name]}},
+                        {"properties": {col.name: {"type": "null"}}, "required": [col.name]},
+                    ]
+                },
+                "then": {"properties": {other: {"const": value}}, "required": [other]},
+                "description": f"{col.name} may be null or missing only when {other} is {value}",
+            }
+        )
+    return rules
+
+
 def component_schemas(contract: Contract, *, max_batch_size: int) -> dict[str, Any]:
     """JSON schemas of every request and response body, keyed by name."""
     customer = contract.customer_json_schema()
+    rules = blank_rules(contract)
+    if rules:
+        customer["allOf"] = rules
+    for col in [contract.column(contract.id_column), *contract.feature_columns]:
+        prop = customer["properties"][col.name]
+        if col.kind is Kind.STRING and prop.get("type") == "string":
+            # the validator strips a free-text value (str.strip) and refuses a blank one
+            prop["pattern"] = NOT_BLANK
     customer["description"] = (
         f"One customer in the raw {contract.name} contract schema (the CSV's fields, without the "
         f"target {contract.target_column})."
@@ -77,6 +117,12 @@ def component_schemas(contract: Contract, *, max_batch_size: int) -> dict[str, A
                     "items": _ref("Customer"),
                     "minItems": 1,
                     "maxItems": max_batch_size,
+                    # JSON Schema can say "no two equal customers", not "no two customers
+                    # with the same id" (`x-unique-by`); the validator refuses both
+                    "uniqueItems": True,
+                    "x-unique-by": contract.id_column,
+                    "description": f"Each {contract.id_column} at most once per request (after "
+                    "surrounding spaces are removed).",
                 }
             },
             "required": [BATCH_KEY],

@@ -95,8 +95,15 @@ def test_the_openapi_document_is_served_and_follows_the_contract(app):
     assert status == 200
     assert doc["openapi"].startswith("3.1")
     customer = doc["components"]["schemas"]["Customer"]
+    # the contract's schema, plus what the validator enforces beyond it: no blank id, and the
+    # cross-field rule (TotalCharges null or missing only at tenure 0) as if/then
+    from churnops.serving.openapi import NOT_BLANK, blank_rules
+
+    expected = TELCO.customer_json_schema()
+    expected["properties"][TELCO.id_column]["pattern"] = NOT_BLANK
     assert customer == {
-        **TELCO.customer_json_schema(),
+        **expected,
+        "allOf": blank_rules(TELCO),
         "description": customer["description"],
     }
     assert set(doc["paths"]) == {"/predict", "/model", "/health", "/openapi.json"}
