@@ -28,33 +28,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import os
 import sys
 import time
 from pathlib import Path
 
+# bench/ is on sys.path when a benchmark runs as `python bench/<name>.py`
+from local_aws import start_moto_server
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def _moto_server() -> object:
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from churnops.wiring import BatchScoreArgs
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    server = _moto_server()
+    server = start_moto_server()
     aws.reset_clients()
     s3 = aws.client("s3")
     for bucket in ("bench-registry", "bench-curated"):

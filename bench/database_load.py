@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# bench/ is on sys.path when a benchmark runs as `python bench/<name>.py`
+from local_aws import start_moto_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     import pandas as pd
-    from moto.server import ThreadedMotoServer
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -70,19 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     offsets = {database.SOURCE_OFFSET: range(len(clean))}
     print(f"validated {len(clean)} of {len(raw)} rows", flush=True)
 
-    port = _free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }
-    )
-    aws.reset_clients()
+    moto = start_moto_server()
     server = PrivateMariaDB(work / "mariadb", buffer_pool="1G")
     rates: dict[str, float] = {}
     try:
@@ -179,12 +167,6 @@ def _count(database: object, secret_arn: str, table: str) -> int:
             return int(cur.fetchone()[0])
     finally:
         conn.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -22,14 +22,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# bench/ is on sys.path when a benchmark runs as `python bench/<name>.py`
+from local_aws import start_moto_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import logging
-
-    from moto.server import ThreadedMotoServer
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
@@ -63,19 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    port = _free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-        }
-    )
-    aws.reset_clients()
+    moto = start_moto_server()
     # Room for the table, the staging copy and the baseline's table at a million rows (~1.5 GB).
     server = PrivateMariaDB(work / "mariadb", buffer_pool="2G")
     try:
@@ -175,12 +162,6 @@ def _timed_job(job, job_argv: list[str], secret_arn: str, cores: int, rows: int)
         flush=True,
     )
     return seconds
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

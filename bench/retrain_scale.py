@@ -33,13 +33,15 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+# bench/ is on sys.path when a benchmark runs as `python bench/<name>.py`
+from local_aws import start_moto_server
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,24 +51,6 @@ LAMBDA_MEMORY_MB = 3008
 LAMBDA_TIMEOUT_S = 900
 BATCH_ROWS = 1_000_000
 DATABASE = "churnops"
-
-
-def _moto_server() -> Any:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    return server
 
 
 def _customers(start: int, rows: int, seed: int) -> Any:
@@ -211,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     work = Path(tempfile.mkdtemp(prefix="churnops-bench-retrain-"))
-    server = _moto_server()
+    server = start_moto_server()
     aws.reset_clients()
     for bucket in ("bench-registry", "bench-curated"):
         aws.client("s3").create_bucket(Bucket=bucket)
