@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import shutil
 import tempfile
 import time
@@ -38,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # bench/ is on sys.path when a benchmark runs as `python bench/<name>.py`
-from local_aws import start_moto_server
+from local_aws import create_bench_database, start_moto_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, float] = {}
     try:
         server.start()
-        password = secrets.token_urlsafe(16)
-        server.create_database("bench")
-        server.create_user("bench", password, "bench")
-        secret_arn = aws.client("secretsmanager").create_secret(
-            Name="bench/db",
-            SecretString=json.dumps(server.secret_value("bench", password, "bench")),
-        )["ARN"]
+        secret_arn, secret_value = create_bench_database(server)
 
         def staged(method: str) -> Callable[[], str]:
             def load() -> str:
@@ -108,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             wr.mysql.connect(secret_id=secret_arn, dbname="bench").close()
         except wr.exceptions.InvalidDatabaseType as refused:
             print(f"awswrangler refuses the RDS for MariaDB secret: {refused}", flush=True)
-        as_mysql = {**server.secret_value("bench", password, "bench"), "engine": "mysql"}
+        as_mysql = {**secret_value, "engine": "mysql"}
         mysql_secret_arn = aws.client("secretsmanager").create_secret(
             Name="bench/db-as-mysql", SecretString=json.dumps(as_mysql)
         )["ARN"]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import secrets
 import shutil
 import sys
 import tempfile
@@ -30,7 +28,7 @@ import time
 from pathlib import Path
 
 # bench/ is on sys.path when a benchmark runs as `python bench/<name>.py`
-from local_aws import start_moto_server
+from local_aws import create_bench_database, start_moto_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     server = PrivateMariaDB(work / "mariadb", buffer_pool="2G")
     try:
         server.start()
-        password = secrets.token_urlsafe(16)
-        server.create_database("bench")
-        server.create_user("bench", password, "bench")
-        secret_arn = aws.client("secretsmanager").create_secret(
-            Name="bench/db",
-            SecretString=json.dumps(server.secret_value("bench", password, "bench")),
-        )["ARN"]
+        secret_arn, _ = create_bench_database(server)
         s3 = aws.client("s3")
         for bucket in ("bench-raw", "bench-curated"):
             s3.create_bucket(Bucket=bucket)

@@ -29,3 +29,21 @@ def start_moto_server() -> Any:
     )
     aws.reset_clients()  # clients made before this point would call another endpoint
     return server
+
+
+def create_bench_database(server: Any) -> tuple[str, dict[str, Any]]:
+    """Database `bench` and its user on a started PrivateMariaDB, with an RDS-shaped secret in
+    Secrets Manager (as the stack's jobs read it); returns the secret's ARN and its value."""
+    import json
+    import secrets
+
+    from churnops import aws
+
+    password = secrets.token_urlsafe(16)
+    server.create_database("bench")
+    server.create_user("bench", password, "bench")
+    value: dict[str, Any] = server.secret_value("bench", password, "bench")
+    arn = aws.client("secretsmanager").create_secret(
+        Name="bench/db", SecretString=json.dumps(value)
+    )["ARN"]
+    return str(arn), value
