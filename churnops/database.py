@@ -128,8 +128,12 @@ def read_secret(secret_arn: str, database: str | None = None) -> Credentials:
     try:
         value = aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
     except Exception as err:
-        code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
-        raise ChurnOpsError(f"cannot read database secret {secret_arn}: {code}") from None
+        # The service's code and message say what went wrong (AccessDenied names the action and
+        # the role); neither carries the secret's value. The chained exception is dropped anyway.
+        error = getattr(err, "response", {}).get("Error", {})
+        code = error.get("Code", type(err).__name__)
+        detail = f"{code}: {error['Message']}" if error.get("Message") else code
+        raise ChurnOpsError(f"cannot read database secret {secret_arn}: {detail}") from None
     try:
         data = json.loads(value)
         credentials = Credentials(

@@ -97,8 +97,13 @@ def run_retrain(args: argparse.Namespace) -> int:
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
     """What runs where, and how to reach it with standard clients."""
     from churnops.local.flows import incoming_prefix
+    from churnops.local.twin import TWIN_CREDENTIALS
 
     layout = state.get("layout") or {}
+    operator = " ".join(
+        f"{name}={TWIN_CREDENTIALS[name]}"
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    )
     endpoint = state.get("moto_endpoint")
     return {
         "status": state.get("status"),
@@ -114,7 +119,9 @@ def _summary(state: dict[str, Any]) -> dict[str, Any]:
         "retrain_state_machine": layout.get("retrain_state_machine"),
         "registry": layout.get("registry_uri"),
         "try": {
-            "upload": f"aws --endpoint-url {endpoint} s3 cp customers.csv "
+            # as the twin's operator: the twin checks IAM, and an IAM user's key takes no token
+            "upload": f"env -u AWS_SESSION_TOKEN {operator} "
+            f"aws --endpoint-url {endpoint} s3 cp customers.csv "
             f"s3://{layout.get('raw_bucket')}/{incoming_prefix(layout)}",
             # the API requires its key, as the deployed one does
             "api": f"curl -s -H 'x-api-key: {state.get('api_key')}' {state.get('api_url')}/health",

@@ -79,6 +79,35 @@ class LambdaContext:
         return 29_000  # API Gateway's integration timeout
 
 
+class IntegrationFailure(Exception):
+    """The integrated function failed (a function error): API Gateway answers 502."""
+
+
+class LambdaProxyIntegration:
+    """An AWS_PROXY integration: the request event goes to the function through Lambda's Invoke
+    API (in the twin, moto's, which runs it in an execution environment of its own) and its
+    result is the response; a function error is an integration failure.
+
+    The client is its own, made with the credentials in force when the integration is made (API
+    Gateway's, in the daemon: the operator's): a Glue run in the same process swaps the shared
+    clients to its role's credentials, and the API must not call as that role meanwhile."""
+
+    def __init__(self, function_name: str) -> None:
+        import boto3
+
+        self.function_name = function_name
+        self._lambda = boto3.session.Session().client("lambda")
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        response = self._lambda.invoke(
+            FunctionName=self.function_name, Payload=json.dumps(event).encode("utf-8")
+        )
+        payload = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            raise IntegrationFailure(f"{self.function_name}: {payload}")
+        return payload
+
+
 # ---- the REST API the template defines -----------------------------------------------------------
 # API Gateway's own answers (gateway responses): type -> (default status, default message). The
 # default body template of every gateway response is {"message":$context.error.messageString}.

@@ -111,7 +111,11 @@ def _start(
     server.start()
     cleanups.append(("moto", server.stop))
     endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update({**TWIN_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
+    for name, value in {**TWIN_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     reset_clients()
     runner = moto_ext.install(moto_ext.TaskRunner(repo_root=repo_root))
     # reversed at exit: queued Glue runs are cancelled and the running one finishes (uninstall)
@@ -142,17 +146,40 @@ def _start(
         stack_name=STACK_NAME,
     )
     layout = provisioner.provision()
-    state.update(layout=layout.to_json(), stage="api")
+    # From here on every call is authorized as AWS would: handlers, Glue jobs and state machines
+    # as their own synthesized roles, the operator (this process, the CLI) as an allow-all user.
+    from churnops.local.moto_ext import iam as moto_iam
+
+    moto_iam.operator_credentials(
+        TWIN_CREDENTIALS["AWS_ACCESS_KEY_ID"] or "", TWIN_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] or ""
+    )
+    runner.assume_role = moto_iam.assume_role_as_service
+    moto_iam.enforce_iam()
+    state.update(layout=layout.to_json(), iam_enforced=True, stage="api")
     if stop.is_set():
         return
 
-    # 4. the serving Lambda behind the API Gateway stand-in, with the function's environment
-    if layout.serving_handler:
-        from churnops.local.apigw import LocalApiGateway, rest_api_from_template
+    # 4. the serving function behind the API Gateway stand-in, invoked through Lambda (its own
+    # execution environments, role, limits) as the API's AWS_PROXY integration invokes it
+    if layout.serving_function:
+        from churnops.aws import client
+        from churnops.local.apigw import (
+            LambdaProxyIntegration,
+            LocalApiGateway,
+            rest_api_from_template,
+        )
 
         refresh = ServingEnvironment.env_names()["refresh_seconds"]
-        os.environ.update({**layout.serving_environment, refresh: TWIN_CHAMPION_REFRESH_SECONDS})
-        handler = moto_ext.current_runner().resolve_handler(layout.serving_handler)
+        client("lambda").update_function_configuration(
+            FunctionName=layout.serving_function,
+            Environment={
+                "Variables": {
+                    **layout.serving_environment,
+                    refresh: TWIN_CHAMPION_REFRESH_SECONDS,
+                }
+            },
+        )
+        handler = LambdaProxyIntegration(layout.serving_function)
         # The template's REST API as API Gateway runs it: its routes, keys (their values made
         # here, as API Gateway generates them), throttles, quota, model and gateway responses.
         defined = rest_api_from_template(provisioner.template)

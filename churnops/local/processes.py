@@ -90,10 +90,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """`values` in os.environ for the block; the previous values (or their absence) restored."""
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """`values` in os.environ for the block (None: the variable unset); the previous values (or
+    their absence) restored."""
     saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:

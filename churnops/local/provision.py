@@ -7,6 +7,8 @@ module reads the synthesized template and makes the equivalent API calls itself:
 | template resource                        | twin                                                  |
 | ---------------------------------------- | ----------------------------------------------------- |
 | AWS::S3::Bucket (+ notifications)        | bucket, versioning, EventBridge notifications         |
+| AWS::IAM::Role (+ AWS::IAM::Policy,      | role with its trust policy, inline and managed        |
+|   AWS::IAM::ManagedPolicy)               | policies (AWS managed ones loaded into moto)          |
 | AWS::SNS::Topic                          | topic                                                 |
 | AWS::SecretsManager::Secret              | secret; the database's points at the private MariaDB  |
 | AWS::Glue::Job                           | job; its script asset mapped to its `glue_jobs/` file |
@@ -18,6 +20,10 @@ Values are resolved by `churnops/local/template.py`; what is what (the ingest fl
 function, ...) is found by `churnops/local/roles.py`. Everything else in the template (VPC, IAM,
 RDS, API Gateway, alarms, CDK's deploy-time helper functions) has no twin counterpart or is
 served by another stand-in, and is skipped on purpose.
+
+Every function, Glue job, state machine, rule target and schedule is created with the role the
+template gives it (`iam_roles` holds their ARNs by logical ID); the twin's one execution role
+(`ensure_execution_role`) stands in only where the template names none.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +43,9 @@ from churnops.local.roles import Roles, database_attachments, database_name, dis
 from churnops.local.template import ACCOUNT, TWIN_ROLE, TWIN_ROLE_ARN, DatabaseEndpoint, Template
 
 __all__ = ["DatabaseEndpoint", "Provisioner", "TwinLayout", "ensure_execution_role"]
+
+LOG = logging.getLogger("churnops.twin.provision")
+_AWS_MANAGED_POLICY = "arn:aws:iam::aws:policy/"
 
 
 _TRUST = {
@@ -70,6 +80,7 @@ class TwinLayout(Roles):
     schedules: dict[str, str] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    iam_roles: dict[str, str] = field(default_factory=dict)  # role logical ID -> role ARN
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -109,6 +120,7 @@ class Provisioner:
         """Create everything, in dependency order: names first, ARNs are derived from them."""
         self._role()
         self._secrets()
+        self._iam_roles()  # after the secrets: policies name their ARNs
         self._buckets()
         self._topics()
         self._glue_jobs()
@@ -121,6 +133,67 @@ class Provisioner:
 
     def _role(self) -> None:
         ensure_execution_role()
+
+    def _iam_roles(self) -> None:
+        """Every template role with its trust policy, inline `Policies` and `ManagedPolicyArns`;
+        then every AWS::IAM::ManagedPolicy and AWS::IAM::Policy on the roles it names."""
+        iam = aws.client("iam")
+        for logical_id, resource in self.template.of_type("AWS::IAM::Role"):
+            props = resource.get("Properties", {})
+            name = self.template.name_of(logical_id)
+            trust = json.dumps(self.template.resolve(props["AssumeRolePolicyDocument"]))
+            try:
+                iam.create_role(
+                    RoleName=name,
+                    Path=str(self.template.resolve(props.get("Path", "/"))),
+                    AssumeRolePolicyDocument=trust,
+                    Description=str(self.template.resolve(props.get("Description", ""))),
+                )
+            except iam.exceptions.EntityAlreadyExistsException:
+                iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+            for policy in props.get("Policies") or []:
+                self._put_role_policy(name, policy)
+            for policy_arn in self.template.resolve(props.get("ManagedPolicyArns") or []):
+                self._attach(name, str(policy_arn))
+            self.layout.iam_roles[logical_id] = str(self.template.get_att(logical_id, "Arn"))
+        for logical_id, resource in self.template.of_type("AWS::IAM::ManagedPolicy"):
+            props = resource.get("Properties", {})
+            arn = str(self.template.get_att(logical_id, "PolicyArn"))
+            with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+                iam.create_policy(
+                    PolicyName=self.template.name_of(logical_id),
+                    Path=str(self.template.resolve(props.get("Path", "/"))),
+                    PolicyDocument=json.dumps(self.template.resolve(props["PolicyDocument"])),
+                )
+            for role in self.template.resolve(props.get("Roles") or []):
+                self._attach(str(role), arn)
+        for _, resource in self.template.of_type("AWS::IAM::Policy"):
+            props = resource.get("Properties", {})
+            for role in self.template.resolve(props.get("Roles") or []):
+                self._put_role_policy(str(role), props)
+
+    def _put_role_policy(self, role_name: str, policy: dict[str, Any]) -> None:
+        aws.client("iam").put_role_policy(
+            RoleName=role_name,
+            PolicyName=str(self.template.resolve(policy["PolicyName"])),
+            PolicyDocument=json.dumps(self.template.resolve(policy["PolicyDocument"])),
+        )
+
+    def _attach(self, role_name: str, policy_arn: str) -> None:
+        if policy_arn.startswith(_AWS_MANAGED_POLICY):
+            from churnops.local.moto_ext.iam import load_aws_managed_policy
+
+            if not load_aws_managed_policy(policy_arn):
+                LOG.warning(
+                    "moto has no copy of %s: role %s goes without it", policy_arn, role_name
+                )
+                return
+        aws.client("iam").attach_role_policy(RoleName=role_name, PolicyArn=policy_arn)
+
+    def _role_arn(self, props: dict[str, Any], key: str) -> str:
+        """The template's role for a resource (resolved to its ARN), else the twin's own."""
+        role = props.get(key)
+        return str(self.template.resolve(role)) if role else TWIN_ROLE_ARN
 
     def _secrets(self) -> None:
         client = aws.client("secretsmanager")
@@ -211,7 +284,7 @@ class Provisioner:
             arguments = {k: str(v) for k, v in (props.get("DefaultArguments") or {}).items()}
             kwargs: dict[str, Any] = {
                 "Name": name,
-                "Role": TWIN_ROLE_ARN,
+                "Role": self._role_arn(props, "Role"),
                 "Command": command,
                 "DefaultArguments": arguments,
                 "GlueVersion": props.get("GlueVersion", "5.0"),
@@ -266,7 +339,7 @@ class Provisioner:
             with contextlib.suppress(client.exceptions.ResourceConflictException):
                 client.create_function(
                     FunctionName=name,
-                    Role=TWIN_ROLE_ARN,
+                    Role=self._role_arn(props, "Role"),
                     PackageType="Image",
                     Code={
                         "ImageUri": f"{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/churnops:{logical_id.lower()}"
@@ -295,7 +368,7 @@ class Provisioner:
                 arn = sfn.create_state_machine(
                     name=name,
                     definition=text,
-                    roleArn=TWIN_ROLE_ARN,
+                    roleArn=self._role_arn(props, "RoleArn"),
                     type=props.get("StateMachineType", "STANDARD"),
                 )["stateMachineArn"]
             except sfn.exceptions.StateMachineAlreadyExists:
@@ -306,8 +379,6 @@ class Provisioner:
         resolved = self.template.resolve(target)
         keep = ("Id", "Arn", "RoleArn", "Input", "InputPath", "InputTransformer", "SqsParameters")
         out = {key: resolved[key] for key in keep if resolved.get(key) is not None}
-        if "RoleArn" in out:
-            out["RoleArn"] = TWIN_ROLE_ARN
         return out
 
     def _rules(self) -> None:
@@ -343,7 +414,7 @@ class Provisioner:
                 for k, v in props["Target"].items()
                 if k in ("Arn", "RoleArn", "Input", "RetryPolicy")
             }
-            target["RoleArn"] = TWIN_ROLE_ARN
+            target["RoleArn"] = self._role_arn(target, "RoleArn")
             kwargs: dict[str, Any] = {
                 "Name": name,
                 "ScheduleExpression": props["ScheduleExpression"],

@@ -2,8 +2,8 @@
 
 Intrinsic functions (Ref, Fn::GetAtt, Fn::Join, Fn::Sub, Fn::Select, Fn::Split, Fn::If and the
 conditions) are resolved against the twin's own names, which are derived from logical IDs (stable
-across restarts) unless the template names a resource explicitly; every IAM role resolves to the
-twin's one execution role. The cloud assembly's asset manifest says what each asset reference in
+across restarts) unless the template names a resource explicitly; an IAM role resolves to its own
+name and ARN, as each runs as its own role in the twin. The cloud assembly's asset manifest says what each asset reference in
 the template is built from: the Glue script file behind a script's S3 URL, the Dockerfile behind
 a container image's tag.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ _NAME_LIMITS = {
     "AWS::Glue::Job": 255,
     "AWS::SNS::Topic": 256,
     "AWS::SecretsManager::Secret": 512,
+    "AWS::IAM::Role": 64,
+    "AWS::IAM::ManagedPolicy": 128,
+    "AWS::Logs::LogGroup": 512,
 }
 _NAME_PROPERTY = {
     "AWS::S3::Bucket": "BucketName",
@@ -44,6 +48,9 @@ _NAME_PROPERTY = {
     "AWS::SecretsManager::Secret": "Name",
     "AWS::RDS::DBInstance": "DBInstanceIdentifier",
     "AWS::Glue::Connection": "ConnectionInput.Name",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+    "AWS::Logs::LogGroup": "LogGroupName",
 }
 
 
@@ -133,8 +140,10 @@ class Template:
             return self.secret_arn(logical_id)
         if kind == "AWS::SecretsManager::SecretTargetAttachment":
             return self.resolve(self.resources[logical_id]["Properties"]["SecretId"])
-        if kind == "AWS::IAM::Role":
-            return TWIN_ROLE
+        if kind == "AWS::IAM::ManagedPolicy":
+            return self.get_att(logical_id, "PolicyArn")
+        if kind == "AWS::KMS::Key":
+            return self.get_att(logical_id, "KeyId")
         if kind in _NAME_PROPERTY:
             return self.name_of(logical_id)
         return f"twin-{logical_id}"  # a resource with no twin counterpart: an inert placeholder
@@ -163,8 +172,20 @@ class Template:
             return (
                 f"arn:aws:scheduler:{region}:{account}:schedule/default/{self.name_of(logical_id)}"
             )
-        if kind == "AWS::IAM::Role":
-            return TWIN_ROLE_ARN if attribute == "Arn" else TWIN_ROLE
+        if kind in ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy"):
+            name = self.name_of(logical_id)
+            if attribute not in ("Arn", "PolicyArn"):
+                return name
+            path = str(
+                self.resolve(self.resources[logical_id].get("Properties", {}).get("Path", "/"))
+            )
+            kind_in_arn = "role" if kind == "AWS::IAM::Role" else "policy"
+            return f"arn:aws:iam::{account}:{kind_in_arn}{path}{name}"
+        if kind == "AWS::KMS::Key":  # policies grant on keys; the twin has none, only their ARNs
+            key_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.stack_name}/{logical_id}"))
+            return f"arn:aws:kms:{region}:{account}:key/{key_id}" if attribute == "Arn" else key_id
+        if kind == "AWS::Logs::LogGroup":
+            return f"arn:aws:logs:{region}:{account}:log-group:{self.name_of(logical_id)}:*"
         if kind == "AWS::SecretsManager::Secret":
             return self.secret_arn(logical_id)
         if kind in ("AWS::RDS::DBInstance", "AWS::RDS::DBCluster") and self.database:

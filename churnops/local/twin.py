@@ -37,11 +37,13 @@ from churnops.local.processes import (
 from churnops.local.synthesis import REPO_ROOT, Progress, quiet, synthesize
 
 DAEMON_MODULE = "churnops.local.daemon"
-# Credentials moto accepts; they are not secrets and never leave loopback.
-TWIN_CREDENTIALS = {
+# The twin's operator: an IAM user allowed everything (the daemon makes it; handlers and Glue jobs
+# call as their own roles). Not secrets: they open a throwaway emulator on loopback only. An IAM
+# user's key takes no session token, so a token in the caller's environment is set aside.
+TWIN_CREDENTIALS: dict[str, str | None] = {
     "AWS_ACCESS_KEY_ID": "twin",
     "AWS_SECRET_ACCESS_KEY": "twin",
-    "AWS_SESSION_TOKEN": "twin",
+    "AWS_SESSION_TOKEN": None,
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }

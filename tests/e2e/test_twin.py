@@ -140,6 +140,23 @@ def test_up_provisions_the_synthesized_system(twin):
     assert layout["watched_prefix"] == "incoming/"
     assert state["api_url"].startswith("http://127.0.0.1:")
     assert state["moto_endpoint"].startswith("http://127.0.0.1:")
+    # every role of the template exists, and the twin authorizes calls: a key nobody owns is
+    # refused as AWS refuses it, so every stage below passed as its own role
+    assert state["iam_enforced"] is True
+    assert len(layout["iam_roles"]) >= 10
+    import boto3
+    from botocore.exceptions import ClientError
+
+    stranger = boto3.client(
+        "sqs",
+        endpoint_url=state["moto_endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id="AKIANOBODYOWNSTHIS00",
+        aws_secret_access_key="nobody",
+    )
+    with pytest.raises(ClientError) as refused:
+        stranger.list_queues()
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
 def test_the_twins_api_is_the_templates_api_gateway(twin):

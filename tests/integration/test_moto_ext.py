@@ -592,6 +592,8 @@ def test_install_and_uninstall_are_idempotent(moto_ext):
 
     from churnops.local import moto_ext as extension
 
+    # the runner installed now (a module fixture may have swapped the session's out) is put back
+    previous = extension.current_runner()
     patched = LambdaFunction.invoke
     assert extension.install(moto_ext) is moto_ext
     assert LambdaFunction.invoke is patched  # a second install does not stack patches
@@ -601,7 +603,7 @@ def test_install_and_uninstall_are_idempotent(moto_ext):
         assert not hasattr(LambdaFunction.invoke, "__wrapped__")
         assert not extension.installed()
     finally:
-        assert extension.install(moto_ext) is moto_ext
+        assert extension.install(previous) is previous
     assert hasattr(LambdaFunction.invoke, "__wrapped__")
 
 

@@ -3,17 +3,23 @@ them, deliver EventBridge matches to Step Functions, Lambda and SNS targets, and
 
 This package is the ONLY code that touches moto internals. moto is pinned to an exact version
 (`MOTO_VERSION`): `install` refuses any other, and `tests/integration/test_moto_ext.py` fails
-loudly when an attribute patched here disappears. Everything happens in-process: the moto server
-is a `ThreadedMotoServer` in the same Python process, so the patched backends are the ones that
-serve requests.
+loudly when an attribute patched here disappears. The moto server is a `ThreadedMotoServer` in the
+same Python process, so the patched backends are the ones that serve requests; Glue scripts run in
+that process too, while each Lambda invocation runs in an execution environment of its own (a
+worker process: `churnops/local/lambda_sandbox.py`) that calls the server back over HTTP.
 
 One module per service it extends, each saying what moto lacks there and why the twin needs it:
-- `awslambda`: invoking a function runs its handler (moto only echoes without Docker);
+- `awslambda`: invoking a function runs its handler in a sandbox with the function's environment,
+  role, timeout and memory size (moto only echoes without Docker);
 - `glue`: a job run runs its script on local Spark and ends with Glue's state-change event;
-- `stepfunctions`: unnamed executions, the interpreter's endpoint, the Glue `.sync` integration;
+- `stepfunctions`: unnamed executions, the interpreter's endpoint, the Glue `.sync` integration,
+  a Lambda timeout or out-of-memory end reported as `Lambda.Unknown`;
 - `events`: rule delivery to Lambda, Step Functions and SNS targets; `fire_schedule`;
 - `s3`: a ranged GET reads only its range;
-- `runner`: no moto in it, the `TaskRunner` that runs handlers and scripts in this process.
+- `iam`: once enforced, every request is authorized as AWS does, as the role that sends it
+  (resources and condition keys per action); services assume their roles as service principals;
+- `runner`: no moto in it, the `TaskRunner` that hands invocations to the sandboxes and runs Glue
+  scripts, each as its role once a role-assuming function is set.
 
 Each service module's `patches()` lists (owner, attribute, replacement builder); `install`
 records the originals so `uninstall` restores them exactly.
@@ -27,7 +33,7 @@ from typing import Any
 
 import moto
 
-from churnops.local.moto_ext import awslambda, events, glue, s3, stepfunctions
+from churnops.local.moto_ext import awslambda, events, glue, iam, s3, stepfunctions
 from churnops.local.moto_ext.events import fire_schedule
 from churnops.local.moto_ext.runner import (
     TaskRunner,
@@ -52,7 +58,7 @@ __all__ = [
 
 MOTO_VERSION = "5.2.5"
 
-_SERVICES = (stepfunctions, awslambda, glue, events, s3)
+_SERVICES = (stepfunctions, awslambda, glue, events, s3, iam)
 
 _state_lock = threading.RLock()
 _originals: list[tuple[Any, str, Any]] = []

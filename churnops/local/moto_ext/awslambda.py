@@ -1,10 +1,12 @@
 """Lambda: run the repository's handler when moto invokes a function.
 
 Without Docker moto 5.2.5 only echoes the payload. moto's own lookup stays (a missing function is
-still ResourceNotFoundException); then the handler named by the function's
-`ImageConfig.Command[0]` (container images) or `Handler` (zip) is imported and called by the
-runner. An exception becomes a Lambda function error whose `errorType` is the exception's class
-name, so Step Functions Retry/Catch see the real error names (`NoChampionError`, ...).
+still ResourceNotFoundException); then the function's configuration (handler from
+`ImageConfig.Command[0]` for container images or `Handler` for zip, environment, memory size,
+timeout, role) goes to the runner's Lambda sandboxes, which run the invocation in an execution
+environment of its own. A handler's exception becomes a function error whose `errorType` is the
+exception's class name, so Step Functions Retry/Catch see the real error names
+(`NoChampionError`, ...); a timeout, out-of-memory end or crash gets Lambda's own error type.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import base64
 import json
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
-from churnops.local.moto_ext.runner import HandlerNotFoundError, LambdaContext, current_runner
+from churnops.local.lambda_sandbox import FunctionSpec
+from churnops.local.moto_ext.runner import current_runner
 
 LOG = logging.getLogger("churnops.twin.moto_ext")
+
+
+class HandlerNotFoundError(LookupError):
+    """A function has neither an image command nor a handler: nothing Lambda could run."""
 
 
 def handler_of(fn: Any) -> str:
@@ -34,38 +40,26 @@ def handler_of(fn: Any) -> str:
     )
 
 
+def function_spec(fn: Any) -> FunctionSpec:
+    """A moto LambdaFunction's configuration, as Lambda reads it to run the function. Lambda's
+    defaults apply where the configuration is silent: 128 MB, 3 s."""
+    return FunctionSpec(
+        name=fn.function_name,
+        arn=fn.function_arn,
+        handler=handler_of(fn),
+        environment=tuple(sorted((fn.environment_vars or {}).items())),
+        memory_mb=int(fn.memory_size or 128),
+        timeout_seconds=int(fn.timeout or 3),
+        role_arn=str(fn.role),
+    )
+
+
 def invoke_function(fn: Any, event: Any) -> tuple[bytes, str | None]:
     """Run a moto LambdaFunction's handler: (JSON payload, function error kind or None)."""
-    runner = current_runner()
-    context = LambdaContext(
-        function_name=fn.function_name,
-        invoked_function_arn=fn.function_arn,
-        memory_limit_in_mb=int(fn.memory_size or 128),
-        timeout_seconds=int(fn.timeout or 3),
-    )
-    try:
-        result = runner.run_lambda(
-            handler=handler_of(fn),
-            event=event,
-            environment=dict(fn.environment_vars or {}),
-            context=context,
-        )
-    except Exception as err:
-        LOG.info("lambda %s raised %s: %s", fn.function_name, type(err).__name__, err)
-        return _error_payload(type(err).__name__, str(err), err), "Unhandled"
-    try:
-        return json.dumps(result).encode("utf-8"), None
-    except (TypeError, ValueError) as err:
-        return _error_payload(
-            "Runtime.MarshalError", f"Unable to marshal response: {err}"
-        ), "Unhandled"
-
-
-def _error_payload(error_type: str, message: str, err: BaseException | None = None) -> bytes:
-    stack = traceback.format_tb(err.__traceback__) if err is not None else []
-    return json.dumps(
-        {"errorMessage": message, "errorType": error_type, "stackTrace": stack}
-    ).encode("utf-8")
+    invocation = current_runner().sandboxes.invoke(function_spec(fn), event)
+    if invocation.function_error:
+        LOG.info("lambda %s failed: %s", fn.function_name, invocation.payload[:500])
+    return invocation.payload, invocation.function_error
 
 
 def _patched_lambda_invoke(original: Any) -> Any:

@@ -74,7 +74,7 @@ def _patched_start_job_run(original: Any) -> Any:
             try:
                 script = runner.script_for(script_location)
                 LOG.info("glue %s run %s: %s %s", self.name, run_id, script.name, argv)
-                runner.run_glue_script(script, argv)
+                runner.run_glue_script(script, argv, role_arn=self.role, run_id=run_id)
             except BaseException as err:  # a Glue run fails on anything, SystemExit included
                 LOG.warning(
                     "glue %s run %s failed: %s: %s", self.name, run_id, type(err).__name__, err

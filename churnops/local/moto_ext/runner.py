@@ -1,61 +1,35 @@
-"""Where the twin runs task bodies: the in-process stand-in for Lambda's and Glue's compute.
+"""Where the twin runs task bodies: the stand-in for Lambda's and Glue's compute.
 
 moto has no compute of its own: without Docker it only echoes a Lambda payload, and it never runs
-a Glue script. The service modules of this package hand those calls here. `TaskRunner` imports a
-handler from the repository and calls it with the function's environment, and runs a Glue
-script's `main` on one shared local SparkSession, one run at a time. Nothing in this module
+a Glue script. The service modules of this package hand those calls here. `TaskRunner` runs each
+Lambda invocation in an execution environment of its own (`churnops/local/lambda_sandbox.py`:
+a worker process with the function's environment, role, timeout and memory size), and runs a Glue
+script's `main` on one shared SparkSession in this process, one run at a time. Nothing in this module
 touches moto; `current_runner()` is how the patched moto code finds the runner `install` set.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import importlib
 import importlib.util
 import os
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from churnops.local import processes
+from churnops.local.lambda_sandbox import FunctionSpec, LambdaSandboxes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class GlueScriptNotFoundError(LookupError):
     """A Glue job's ScriptLocation names a script that is not in the glue_jobs directory."""
-
-
-class HandlerNotFoundError(LookupError):
-    """A Lambda function's handler string does not name an importable function."""
-
-
-@dataclass
-class LambdaContext:
-    """The attributes of AWS's Lambda context object that handlers and Powertools read."""
-
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    timeout_seconds: int
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    _deadline: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = f"{dt.datetime.now(dt.UTC):%Y/%m/%d}/[$LATEST]{self.aws_request_id}"
-        self._deadline = time.monotonic() + self.timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 @dataclass
@@ -66,18 +40,22 @@ class TaskRunner:
     `<repo_root>/glue_jobs`) is where a Glue job's script is looked up by file name;
     `spark_factory` builds the one SparkSession all Glue runs share (default: the local session,
     which `getOrCreate` shares with any session the process already has); `endpoint_url` is the
-    moto server the Step Functions interpreter must call (default: `AWS_ENDPOINT_URL` at call time).
+    moto server the Step Functions interpreter and the Lambda workers must call (default:
+    `AWS_ENDPOINT_URL` at call time); `assume_role(role_arn, service_principal, session_name)`
+    gives a role's temporary credentials as a service obtains them (default: this process's own
+    credentials, for a moto that does not check who calls).
     """
 
     repo_root: Path = REPO_ROOT
     glue_jobs_dir: Path | None = None
     spark_factory: Callable[[], Any] | None = None
     endpoint_url: str | None = None
+    assume_role: Callable[[str, str, str], Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.repo_root = Path(self.repo_root).resolve()
         self.glue_jobs_dir = Path(self.glue_jobs_dir or self.repo_root / "glue_jobs").resolve()
-        self._env_lock = threading.Lock()
+        self._sandboxes: LambdaSandboxes | None = None
         self._spark: Any = None
         self._spark_lock = threading.Lock()
         self._glue_pool: ThreadPoolExecutor | None = None
@@ -104,49 +82,22 @@ class TaskRunner:
         return endpoint
 
     # -- Lambda ----------------------------------------------------------------------------------
-    def resolve_handler(self, handler: str) -> Callable[..., Any]:
-        module_name, _, function_name = handler.rpartition(".")
-        if not module_name:
-            raise HandlerNotFoundError(f"handler {handler!r} is not 'module.function'")
-        root = str(self.repo_root)
-        if root not in sys.path:
-            sys.path.insert(0, root)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise HandlerNotFoundError(
-                f"cannot import handler module {module_name}: {err}"
-            ) from err
-        function: object = getattr(module, function_name, None)
-        if not callable(function):
-            raise HandlerNotFoundError(f"{module_name} has no function {function_name}")
-        return function
+    @property
+    def sandboxes(self) -> LambdaSandboxes:
+        """Lambda's execution environments (started on first use, stopped by `shutdown`)."""
+        with self._pool_lock:
+            if self._sandboxes is None:
+                self._sandboxes = LambdaSandboxes(
+                    self.repo_root, self.moto_endpoint, self.function_credentials
+                )
+            return self._sandboxes
 
-    def run_lambda(
-        self,
-        *,
-        handler: str,
-        event: Any,
-        environment: dict[str, str],
-        context: LambdaContext,
-    ) -> Any:
-        """Call the handler with the function's environment applied for the duration of the call.
-
-        Environment variables are process-wide, so calls are serialised by a lock and the previous
-        values restored afterwards.
-        """
-        function = self.resolve_handler(handler)
-        with (
-            self._env_lock,
-            processes.environment(
-                {
-                    **environment,
-                    "AWS_LAMBDA_FUNCTION_NAME": context.function_name,
-                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(context.memory_limit_in_mb),
-                }
-            ),
-        ):
-            return function(event, context)
+    def function_credentials(self, spec: FunctionSpec) -> Mapping[str, str]:
+        """The credentials Lambda hands a function's environment: its role, assumed by Lambda."""
+        if self.assume_role is not None:
+            return self.assume_role(spec.role_arn, "lambda.amazonaws.com", spec.name)
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        return {name: os.environ[name] for name in names if name in os.environ}
 
     # -- Glue ------------------------------------------------------------------------------------
     def script_for(self, script_location: str) -> Path:
@@ -198,8 +149,14 @@ class TaskRunner:
                 process.kill()
                 process.wait(timeout=10)
 
-    def run_glue_script(self, script: Path, argv: list[str]) -> Any:
-        """Load the script fresh (edits show up without a restart) and call its `main`."""
+    def run_glue_script(
+        self, script: Path, argv: list[str], *, role_arn: str | None = None, run_id: str = "run"
+    ) -> Any:
+        """Load the script fresh (edits show up without a restart) and call its `main` with the
+        job role's credentials, as Glue assumes the role for a run. Runs execute one at a time,
+        so the driver's credentials are this process's for the run; boto3 clients made during it
+        are dropped afterwards. (The shared Spark session's executors keep the credentials they
+        started with.)"""
         root = str(self.repo_root)
         if root not in sys.path:
             sys.path.insert(0, root)
@@ -212,7 +169,18 @@ class TaskRunner:
         main = getattr(module, "main", None)
         if not callable(main):
             raise GlueScriptNotFoundError(f"Glue script {script} defines no main(argv, spark)")
-        return main(argv, spark=self.spark())
+        spark = self.spark()
+        if self.assume_role is None or role_arn is None:
+            return main(argv, spark=spark)
+        from churnops.aws import reset_clients
+
+        credentials = self.assume_role(role_arn, "glue.amazonaws.com", run_id)
+        with processes.environment(credentials):
+            reset_clients()
+            try:
+                return main(argv, spark=spark)
+            finally:
+                reset_clients()
 
     def submit_glue(self, work: Callable[[], None]) -> None:
         with self._pool_lock:
@@ -223,10 +191,13 @@ class TaskRunner:
             self._glue_pool.submit(work)
 
     def shutdown(self, *, cancel_queued: bool = False) -> None:
-        """Wait for the Glue run in progress (and, unless `cancel_queued`, the queued ones); a
-        later run starts a fresh worker."""
+        """Stop Lambda's execution environments and wait for the Glue run in progress (and, unless
+        `cancel_queued`, the queued ones); a later invocation or run starts afresh."""
         with self._pool_lock:
             pool, self._glue_pool = self._glue_pool, None
+            sandboxes, self._sandboxes = self._sandboxes, None
+        if sandboxes is not None:
+            sandboxes.shutdown()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=cancel_queued)
 

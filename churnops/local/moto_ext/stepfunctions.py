@@ -10,17 +10,27 @@ What moto 5.2.5 gets wrong there, and the twin needs right:
   and the task output carries datetimes, which are not JSON. It also reports every Glue error as
   `Glue.<code>`, where AWS reports codes its SDK does not model as `Glue.AWSGlueException`, so a
   Retry on a name AWS never reports would pass in the twin.
+- A Lambda task whose function timed out, ran out of memory or whose runtime exited fails with the
+  payload's `errorType` (`Sandbox.Timedout`, ...); Step Functions reports these as
+  `Lambda.Unknown` (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html:
+  "Unhandled errors in Lambda are reported as Lambda.Unknown ... These include out-of-memory
+  errors and function timeouts"), which is what a definition's Retry and Catch must name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from churnops.local.lambda_sandbox import RUNTIME_ERRORS
 from churnops.local.moto_ext.runner import active_runner
+
+# What Step Functions reports when the Lambda runtime, not the function's code, ended a task.
+SFN_LAMBDA_UNKNOWN = "Lambda.Unknown"
 
 _SYNC_POLL_SECONDS = 0.5
 
@@ -106,6 +116,37 @@ def _patched_glue_error_name(original: Any) -> Any:
     return from_error
 
 
+def _runtime_error_type(payload: Any) -> str | None:
+    try:
+        error_type = json.loads(payload).get("errorType")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return error_type if error_type in RUNTIME_ERRORS else None
+
+
+def _patched_lambda_error_name(original: Any) -> Any:
+    def from_error(self: Any, env: Any, ex: Exception) -> Any:
+        from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+            CustomErrorName,
+        )
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
+            lambda_eval_utils,
+        )
+
+        event = original(self, env, ex)
+        if not isinstance(ex, lambda_eval_utils.LambdaFunctionErrorException):
+            return event
+        if _runtime_error_type(ex.payload) is None or not event.event_details:
+            return event
+        for details in event.event_details.values():
+            details["error"] = SFN_LAMBDA_UNKNOWN
+        event.error_name = CustomErrorName(SFN_LAMBDA_UNKNOWN)
+        return event
+
+    from_error.__wrapped__ = original  # type: ignore[attr-defined]
+    return from_error
+
+
 def _patched_glue_integration_pattern(original: Any) -> Any:
     """moto's shared implementation dereferences a callback endpoint that `.sync`-only services
     (Glue) never get; this is the same `.sync` loop without it."""
@@ -158,8 +199,10 @@ class _Boto3AtTwinEndpoint:
 
 def patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, replacement builder) for every Step Functions attribute replaced here."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_lambda
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_glue,
+        state_task_service_lambda,
     )
     from moto.stepfunctions.parser.asl.utils import boto_client
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
@@ -170,5 +213,11 @@ def patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (glue_task, "_eval_integration_pattern", _patched_glue_integration_pattern),
         (glue_task, "_build_sync_resolver", _patched_glue_sync_resolver),
         (glue_task, "_from_error", _patched_glue_error_name),
+        (
+            state_task_service_lambda.StateTaskServiceLambda,
+            "_from_error",
+            _patched_lambda_error_name,
+        ),
+        (state_task_lambda.StateTaskLambda, "_from_error", _patched_lambda_error_name),
         (boto_client, "boto3", _Boto3AtTwinEndpoint),
     ]
