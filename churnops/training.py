@@ -5,7 +5,8 @@ Protocol (every number in the card is measured on rows the scored model never sa
 2. On the remaining training rows, score every candidate (each family over a small grid) by
    stratified 5-fold cross-validated ROC-AUC; the soft-vote ensemble of the best logistic and
    the best boosting candidate is scored the same way. The best mean AUC wins; a simpler family
-   wins ties within `TIE_MARGIN`.
+   wins ties within `TIE_MARGIN` (`SIMPLICITY`: the MLP is the least simple, so it is kept only
+   when it wins by more than that).
 3. The decision threshold comes from the winner's out-of-fold predictions (cost policy or F1).
 4. The winner is fitted on the training rows and measured on the holdout: ROC-AUC with a
    bootstrap 95% interval, PR-AUC, F1, precision, recall, Brier, top-decile lift.
@@ -43,6 +44,8 @@ from churnops.model import (
     BOOSTING_GRID,
     FAMILIES,
     LOGISTIC_GRID,
+    MLP_FIXED,
+    MLP_GRID,
     build,
     fit,
     model_frame,
@@ -55,6 +58,8 @@ TIE_MARGIN = 0.0005  # CV AUC differences this small are noise on 6,000 rows
 ONNX_TOLERANCE = 1e-5
 MIN_ROWS_PER_CLASS = 20
 FACTOR_SAMPLE = 400
+# FAMILIES' order: logistic (0) < gradient_boosting < ensemble < mlp (3), the least simple, which
+# is therefore kept only when its CV AUC beats every other candidate's by more than TIE_MARGIN.
 SIMPLICITY = {family: rank for rank, family in enumerate(FAMILIES)}
 
 Labels = npt.NDArray[np.int_]  # 1 churned, 0 retained
@@ -199,6 +204,8 @@ def select_candidate(
         first_round += [("logistic", dict(p)) for p in LOGISTIC_GRID]
     if wants & {"gradient_boosting", "ensemble"}:
         first_round += [("gradient_boosting", {**p, **BOOSTING_FIXED}) for p in BOOSTING_GRID]
+    if "mlp" in wants:
+        first_round += [("mlp", {**p, **MLP_FIXED}) for p in MLP_GRID]
     splits = list(
         StratifiedKFold(options.folds, shuffle=True, random_state=options.seed).split(X, y)
     )

@@ -570,3 +570,61 @@ def test_the_interpreter_calls_as_the_state_machine_role(moto_ext, aws_env, enfo
     assert results[bad]["status"] == "FAILED"
     assert "AuthorizationError" in results[bad].get("error", "") + results[bad].get("cause", "")
     assert "SNS:Publish" in results[bad].get("cause", "")
+
+
+def test_a_rule_starts_a_state_machine_only_as_a_target_role_allowed_to(moto_ext, aws_env) -> None:  # type: ignore[no-untyped-def]
+    """EventBridge starts a state machine target as the target's role
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-use-identity-based:
+    a Step Functions target needs a role that allows states:StartExecution): one role may start
+    one machine, and the same rule's target on another machine is not delivered."""
+    from churnops.local.moto_ext.iam import (
+        assume_role_as_service,
+        iam_enforced,
+        operator_credentials,
+    )
+
+    states_role = _role(
+        f"sm-{uuid.uuid4().hex[:8]}",
+        "states.amazonaws.com",
+        {"Effect": "Allow", "Action": "logs:*", "Resource": "*"},
+    )
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
+    allowed, other = (
+        sfn.create_state_machine(
+            name=f"target-{uuid.uuid4().hex[:8]}", definition=definition, roleArn=states_role
+        )["stateMachineArn"]
+        for _ in range(2)
+    )
+    events_role = _role(
+        f"events-{uuid.uuid4().hex[:8]}",
+        "events.amazonaws.com",
+        {"Effect": "Allow", "Action": "states:StartExecution", "Resource": allowed},
+    )
+    events = boto3.client("events", region_name=REGION)
+    rule = f"iam-targets-{uuid.uuid4().hex[:8]}"
+    source = f"churnops.iam-test.{uuid.uuid4().hex[:8]}"
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": [source]}))
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {"Id": "allowed", "Arn": allowed, "RoleArn": events_role},
+            {"Id": "other", "Arn": other, "RoleArn": events_role},
+        ],
+    )
+    operator = operator_credentials("AKIATWINOPERATORTEST", "operator-secret")
+    moto_ext.assume_role = assume_role_as_service
+    try:
+        with iam_enforced():
+            _client("events", operator).put_events(
+                Entries=[{"Source": source, "DetailType": "test", "Detail": "{}"}]
+            )
+            as_operator = _client("stepfunctions", operator)
+            started = {
+                arn: as_operator.list_executions(stateMachineArn=arn)["executions"]
+                for arn in (allowed, other)
+            }
+    finally:
+        moto_ext.assume_role = None
+    assert len(started[allowed]) == 1
+    assert started[other] == []

@@ -6,6 +6,11 @@ targets (an upload starts the ingest state machine). Those targets are delivered
 Input / InputPath / InputTransformer, and each target's failure is isolated; other targets stay
 moto's business. moto never fires a scheduled rule or an EventBridge Scheduler schedule either;
 `fire_schedule` does it on demand.
+
+A state machine target is started as EventBridge (or Scheduler) starts it: as the target's role,
+assumed as the service with the rule's (or schedule group's) ARN as `aws:SourceArn`, through the
+Step Functions API, so once the twin authorizes calls a role without `states:StartExecution` on
+that state machine fails the delivery as it would on AWS.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from churnops.local.moto_ext.awslambda import invoke_function
+from churnops.local.moto_ext.runner import active_runner
 
 LOG = logging.getLogger("churnops.twin.moto_ext")
 
@@ -55,17 +61,66 @@ def target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
     return event
 
 
-def deliver_to_target(target: dict[str, Any], payload: Any, account: str, region: str) -> None:
-    """Deliver one event to a Step Functions, Lambda or SNS target (others are moto's business)."""
+def start_execution(
+    target: dict[str, Any],
+    payload: Any,
+    account: str,
+    region: str,
+    *,
+    service: str = "events.amazonaws.com",
+    source_arn: str | None = None,
+) -> str:
+    """Start a state machine target with `payload`; returns the execution's ARN. As the target's
+    role when the runner assumes roles (the twin authorizes calls), else straight in moto."""
+    runner = active_runner()
+    role = target.get("RoleArn")
+    if role and runner is not None and runner.assume_role is not None:
+        import boto3
+
+        credentials = runner.assume_role(
+            role, service, service.split(".")[0], source_arn=source_arn
+        )
+        sfn = boto3.session.Session().client(
+            "stepfunctions",
+            endpoint_url=runner.moto_endpoint(),
+            region_name=region,
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=credentials["AWS_SESSION_TOKEN"],
+        )
+        started = sfn.start_execution(stateMachineArn=target["Arn"], input=json.dumps(payload))
+        return str(started["executionArn"])
     from moto.stepfunctions.responses import get_backend as sfn_backend
+
+    execution = sfn_backend(account, region).start_execution(
+        target["Arn"], name=str(uuid.uuid4()), execution_input=json.dumps(payload)
+    )
+    return str(execution.execution_arn)
+
+
+def deliver_to_target(
+    target: dict[str, Any],
+    payload: Any,
+    account: str,
+    region: str,
+    *,
+    service: str = "events.amazonaws.com",
+    source_arn: str | None = None,
+) -> None:
+    """Deliver one event to a Step Functions, Lambda or SNS target (others are moto's business)."""
     from moto.utilities.arns import parse_arn
 
     arn = parse_arn(target["Arn"])
     if arn.service == "states":
-        execution = sfn_backend(arn.account or account, arn.region or region).start_execution(
-            target["Arn"], name=str(uuid.uuid4()), execution_input=json.dumps(payload)
+        execution = start_execution(
+            target,
+            payload,
+            arn.account or account,
+            arn.region or region,
+            service=service,
+            source_arn=source_arn,
         )
-        LOG.info("delivered event to %s as %s", target["Arn"], execution.execution_arn)
+        LOG.info("delivered event to %s as %s", target["Arn"], execution)
     elif arn.service == "lambda":
         from moto.awslambda.utils import get_backend as lambda_backend
 
@@ -98,7 +153,11 @@ def _patched_send_to_targets(original: Any) -> Any:
             try:
                 if _is_ours(target):
                     deliver_to_target(
-                        target, target_input(target, event), self.account_id, self.region_name
+                        target,
+                        target_input(target, event),
+                        self.account_id,
+                        self.region_name,
+                        source_arn=self.arn,
                     )
                 else:
                     # moto's own delivery for one target at a time, so a failing target no longer
@@ -158,7 +217,10 @@ def fire_schedule(
                 "resources": [rule.arn],
                 "detail": {},
             }
-            return [_fire_target(t, target_input(t, event), account, region) for t in rule.targets]
+            return [
+                _fire_target(t, target_input(t, event), account, region, source_arn=rule.arn)
+                for t in rule.targets
+            ]
 
     from moto.scheduler.exceptions import ScheduleNotFound
     from moto.scheduler.models import scheduler_backends
@@ -169,19 +231,41 @@ def fire_schedule(
         raise LookupError(f"no scheduled rule or schedule named {name!r}") from err
     target = dict(schedule.target)
     payload = json.loads(target["Input"]) if target.get("Input") else {}
-    return [_fire_target(target, payload, account, region)]
+    group_arn = f"arn:aws:scheduler:{region}:{account}:schedule-group/{group or 'default'}"
+    return [
+        _fire_target(
+            target,
+            payload,
+            account,
+            region,
+            service="scheduler.amazonaws.com",
+            source_arn=group_arn,
+        )
+    ]
 
 
-def _fire_target(target: dict[str, Any], payload: Any, account: str, region: str) -> str:
-    from moto.stepfunctions.responses import get_backend as sfn_backend
-
+def _fire_target(
+    target: dict[str, Any],
+    payload: Any,
+    account: str,
+    region: str,
+    *,
+    service: str = "events.amazonaws.com",
+    source_arn: str | None = None,
+) -> str:
     arn = target["Arn"]
     if arn.split(":")[2] == "states":
-        execution = sfn_backend(account, region).start_execution(
-            arn, name=str(uuid.uuid4()), execution_input=json.dumps(payload)
+        return start_execution(
+            target, payload, account, region, service=service, source_arn=source_arn
         )
-        return str(execution.execution_arn)
-    deliver_to_target({**target, "Input": json.dumps(payload)}, payload, account, region)
+    deliver_to_target(
+        {**target, "Input": json.dumps(payload)},
+        payload,
+        account,
+        region,
+        service=service,
+        source_arn=source_arn,
+    )
     return str(arn)
 
 

@@ -41,16 +41,17 @@ class TaskRunner:
     `spark_factory` builds the one SparkSession all Glue runs share (default: the local session,
     which `getOrCreate` shares with any session the process already has); `endpoint_url` is the
     moto server the Step Functions interpreter and the Lambda workers must call (default:
-    `AWS_ENDPOINT_URL` at call time); `assume_role(role_arn, service_principal, session_name)`
-    gives a role's temporary credentials as a service obtains them (default: this process's own
-    credentials, for a moto that does not check who calls).
+    `AWS_ENDPOINT_URL` at call time); `assume_role(role_arn, service_principal, session_name,
+    source_arn=...)` gives a role's temporary credentials as a service obtains them
+    (`churnops.local.moto_ext.iam.assume_role_as_service` when the twin authorizes calls; None:
+    every task uses this process's own credentials, for a moto that does not check who calls).
     """
 
     repo_root: Path = REPO_ROOT
     glue_jobs_dir: Path | None = None
     spark_factory: Callable[[], Any] | None = None
     endpoint_url: str | None = None
-    assume_role: Callable[[str, str, str], Mapping[str, str]] | None = None
+    assume_role: Callable[..., Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.repo_root = Path(self.repo_root).resolve()
