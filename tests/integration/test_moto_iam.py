@@ -65,7 +65,7 @@ def _trust(service: str) -> str:
 
 
 def test_explicit_deny_wins_over_any_allow() -> None:
-    from churnops.local.moto_ext.iam import Decision, evaluate
+    from churnops.local.iam_policy import Decision, evaluate
 
     allow = _doc({"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
     deny = _doc({"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/secret/*"})
@@ -79,7 +79,7 @@ def test_explicit_deny_wins_over_any_allow() -> None:
 
 
 def test_action_is_case_insensitive_and_resource_case_sensitive() -> None:
-    from churnops.local.moto_ext.iam import Decision, evaluate
+    from churnops.local.iam_policy import Decision, evaluate
 
     policy = _doc({"Effect": "Allow", "Action": "S3:Get*", "Resource": "arn:aws:s3:::b/Models/?"})
     assert evaluate([policy], "s3:getobject", "arn:aws:s3:::b/Models/1", {}) == Decision.ALLOW
@@ -89,7 +89,7 @@ def test_action_is_case_insensitive_and_resource_case_sensitive() -> None:
 
 
 def test_not_action_and_not_resource() -> None:
-    from churnops.local.moto_ext.iam import Decision, evaluate
+    from churnops.local.iam_policy import Decision, evaluate
 
     policy = _doc({"Effect": "Allow", "NotAction": "s3:Delete*", "NotResource": "arn:aws:s3:::x/*"})
     assert evaluate([policy], "s3:GetObject", "arn:aws:s3:::y/k", {}) == Decision.ALLOW
@@ -136,7 +136,7 @@ def test_not_action_and_not_resource() -> None:
 def test_condition_operators(
     operator: str, expected: Any, context: dict[str, list[str]], holds: bool
 ) -> None:
-    from churnops.local.moto_ext.iam import Decision, evaluate
+    from churnops.local.iam_policy import Decision, evaluate
 
     policy = _doc(
         {

@@ -17,8 +17,8 @@ and why the twin cannot use it as it is:
 
 This module replaces the one check every request goes through
 (`ActionAuthenticatorMixin._authenticate_and_authorize_action`) with AWS's evaluation of the
-caller's identity policies (inline and attached, AWS managed ones included): an explicit Deny
-wins; otherwise the request is allowed only when an Allow statement matches its action, EVERY
+caller's identity policies (inline and attached, AWS managed ones included), evaluated by
+`churnops/local/iam_policy.py` (no moto in it): an explicit Deny wins; otherwise the request is allowed only when an Allow statement matches its action, EVERY
 resource it touches and all of the statement's conditions, evaluated against the request's own
 condition context. Which resources and context keys a request carries is written down below for
 every (service, action) the deployed code and the state machines call, from the AWS Service
@@ -41,10 +41,8 @@ and policy variables (`${aws:username}`) are not evaluated.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import functools
 import importlib
-import ipaddress
 import json
 import logging
 import re
@@ -55,6 +53,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from churnops.local.iam_policy import Decision, evaluate, evaluate_trust
+
 LOG = logging.getLogger("churnops.twin.moto_ext")
 
 ACCOUNT = "123456789012"  # moto's default account, the twin's only one
@@ -64,12 +64,10 @@ OPERATOR_USER = "churnops-twin-operator"
 
 __all__ = [
     "OPERATOR_USER",
-    "Decision",
     "ServiceTrustError",
     "assume_role_as_service",
     "enforce_iam",
     "enforcing",
-    "evaluate",
     "iam_enforced",
     "load_aws_managed_policy",
     "operator_credentials",
@@ -80,240 +78,6 @@ __all__ = [
 
 class ServiceTrustError(Exception):
     """A service may not assume a role: its trust policy does not allow the service principal."""
-
-
-# ---- the policy evaluator --------------------------------------------------------------------
-# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html
-
-
-class Decision(enum.Enum):
-    ALLOW = "allow"
-    IMPLICIT_DENY = "implicit deny"
-    EXPLICIT_DENY = "explicit deny"
-
-
-Context = Mapping[str, Sequence[str]]
-
-# Negated operators hold when the key is absent ("If the policy condition requires that the key
-# is not matched, such as StringNotLike or ArnNotLike, and the right key is not present, the
-# condition is true"), and are evaluated as "matches none of the values".
-# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html
-_NEGATED = {
-    "StringNotEquals": "StringEquals",
-    "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
-    "StringNotLike": "StringLike",
-    "NumericNotEquals": "NumericEquals",
-    "DateNotEquals": "DateEquals",
-    "ArnNotEquals": "ArnEquals",
-    "ArnNotLike": "ArnLike",
-    "NotIpAddress": "IpAddress",
-}
-
-
-@functools.lru_cache(maxsize=4096)
-def _glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """IAM's wildcards: `*` any run of characters (colons and slashes included), `?` one."""
-    body = "".join(
-        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
-    )
-    return re.compile(f"^{body}$", re.DOTALL | (re.IGNORECASE if ignore_case else 0))
-
-
-def _arn_like(actual: str, pattern: str) -> bool:
-    """ArnEquals/ArnLike: each of the six colon-separated parts matched on its own, wildcards
-    allowed in each."""
-    actual_parts, pattern_parts = actual.split(":", 5), pattern.split(":", 5)
-    if len(actual_parts) != 6 or len(pattern_parts) != 6:
-        return False
-    return all(_glob(p).match(a) for a, p in zip(actual_parts, pattern_parts, strict=True))
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _date(text: str) -> dt.datetime | None:
-    try:
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return dt.datetime.fromtimestamp(float(text), tz=dt.UTC)
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _compare(kind: str, actual: str, expected: str) -> bool:
-    if kind.startswith("Numeric"):
-        left, right = _number(actual), _number(expected)
-    else:
-        left, right = _date(actual), _date(expected)  # type: ignore[assignment]
-    if left is None or right is None:
-        return False
-    relation = kind.removeprefix("Numeric").removeprefix("Date")
-    return {
-        "Equals": left == right,
-        "LessThan": left < right,
-        "LessThanEquals": left <= right,
-        "GreaterThan": left > right,
-        "GreaterThanEquals": left >= right,
-    }.get(relation, False)
-
-
-def _ip_in(actual: str, network: str) -> bool:
-    try:
-        return ipaddress.ip_address(actual) in ipaddress.ip_network(network, strict=False)
-    except ValueError:
-        return False
-
-
-_MATCHERS: dict[str, Callable[[str, str], bool]] = {
-    "StringEquals": lambda a, e: a == e,
-    "StringEqualsIgnoreCase": lambda a, e: a.lower() == e.lower(),
-    "StringLike": lambda a, e: bool(_glob(e).match(a)),
-    "Bool": lambda a, e: a.lower() == e.lower(),
-    "BinaryEquals": lambda a, e: a == e,
-    "ArnEquals": _arn_like,  # both allow wildcards per ARN part, as AWS documents
-    "ArnLike": _arn_like,
-    "IpAddress": _ip_in,
-    **{
-        f"{kind}{relation}": functools.partial(_compare, f"{kind}{relation}")
-        for kind in ("Numeric", "Date")
-        for relation in ("Equals", "LessThan", "LessThanEquals", "GreaterThan", "GreaterThanEquals")
-    },
-}
-
-
-def _values(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [
-        ("true" if item else "false") if isinstance(item, bool) else str(item) for item in items
-    ]
-
-
-def _condition_holds(operator: str, key: str, expected: Any, context: Context) -> bool:
-    qualifier, _, base = operator.rpartition(":")
-    if_exists = base.endswith("IfExists")
-    base = base.removesuffix("IfExists")
-    wanted = _values(expected)
-    actual = context.get(key.lower())
-    present = actual is not None and len(actual) > 0
-    if base == "Null":  # "true": the key must be absent; "false": present
-        return any((not present) == (value.lower() == "true") for value in wanted)
-    positive = _NEGATED.get(base, base)
-    matcher = _MATCHERS.get(positive)
-    if matcher is None:
-        LOG.error("IAM condition operator %s is not evaluated by the twin: condition fails", base)
-        return False
-    negated = base in _NEGATED
-    if not present:
-        if if_exists or qualifier == "ForAllValues":
-            return True
-        if qualifier == "ForAnyValue":
-            return False
-        return negated
-    assert actual is not None
-
-    def value_holds(value: str) -> bool:
-        hit = any(matcher(value, pattern) for pattern in wanted)
-        return not hit if negated else hit
-
-    if qualifier == "ForAllValues":
-        return all(value_holds(value) for value in actual)
-    if qualifier == "ForAnyValue":
-        return any(value_holds(value) for value in actual)
-    return all(map(value_holds, actual)) if negated else any(map(value_holds, actual))
-
-
-def _conditions_hold(conditions: Mapping[str, Any], context: Context) -> bool:
-    """Every operator block, and every key within one, must hold."""
-    return all(
-        _condition_holds(operator, key, expected, context)
-        for operator, block in conditions.items()
-        for key, expected in (block or {}).items()
-    )
-
-
-def _listed(value: Any) -> list[str]:
-    return [str(item) for item in (value if isinstance(value, list) else [value])]
-
-
-def statements(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    found = document.get("Statement", [])
-    return list(found) if isinstance(found, list) else [found]
-
-
-def _action_matches(statement: Mapping[str, Any], action: str) -> bool:
-    if "Action" in statement:
-        return any(_glob(p, ignore_case=True).match(action) for p in _listed(statement["Action"]))
-    if "NotAction" in statement:
-        return not any(
-            _glob(p, ignore_case=True).match(action) for p in _listed(statement["NotAction"])
-        )
-    return False
-
-
-def _resource_matches(statement: Mapping[str, Any], resource: str) -> bool:
-    if "Resource" in statement:
-        return any(_glob(p).match(resource) for p in _listed(statement["Resource"]))
-    if "NotResource" in statement:
-        return not any(_glob(p).match(resource) for p in _listed(statement["NotResource"]))
-    return False
-
-
-def _lowered(context: Context) -> dict[str, Sequence[str]]:
-    # condition key names are case-insensitive; their values are not
-    return {key.lower(): values for key, values in context.items()}
-
-
-def evaluate(
-    documents: Sequence[Mapping[str, Any]], action: str, resource: str, context: Context
-) -> Decision:
-    """AWS's decision for one identity-based request: an explicit Deny in any statement wins;
-    otherwise allowed iff some Allow statement matches the action (case-insensitive), the
-    resource (case-sensitive) and all of its conditions."""
-    lowered = _lowered(context)
-    allowed = False
-    for document in documents:
-        for statement in statements(document):
-            if not (_action_matches(statement, action) and _resource_matches(statement, resource)):
-                continue
-            if not _conditions_hold(statement.get("Condition") or {}, lowered):
-                continue
-            if statement.get("Effect") == "Deny":
-                return Decision.EXPLICIT_DENY
-            if statement.get("Effect") == "Allow":
-                allowed = True
-    return Decision.ALLOW if allowed else Decision.IMPLICIT_DENY
-
-
-def _trusts(principal: Any, service: str) -> bool:
-    if principal == "*":
-        return True
-    if not isinstance(principal, dict):
-        return False
-    return service in _listed(principal.get("Service", [])) or "*" in _listed(
-        principal.get("AWS", [])
-    )
-
-
-def evaluate_trust(document: Mapping[str, Any], service: str, context: Context) -> Decision:
-    """A role's trust policy, for `sts:AssumeRole` by a service principal."""
-    lowered = _lowered(context)
-    allowed = False
-    for statement in statements(document):
-        if not (
-            _trusts(statement.get("Principal"), service)
-            and _action_matches(statement, "sts:AssumeRole")
-            and _conditions_hold(statement.get("Condition") or {}, lowered)
-        ):
-            continue
-        if statement.get("Effect") == "Deny":
-            return Decision.EXPLICIT_DENY
-        allowed = allowed or statement.get("Effect") == "Allow"
-    return Decision.ALLOW if allowed else Decision.IMPLICIT_DENY
 
 
 # ---- what each request is: its IAM action(s), resource(s) and condition context ---------------
@@ -832,23 +596,10 @@ def _trust_allows_caller(iam_request: Any, role_arn: str, caller: Caller) -> Dec
     except NotFoundException:
         return Decision.ALLOW  # AssumeRole itself reports the missing role
     trust = _document(role.assume_role_policy_document)
-    names = {caller.arn, *caller.context.get("aws:PrincipalArn", []), "*"}
+    names = {caller.arn, *caller.context.get("aws:PrincipalArn", [])}
     account = iam_request.account_id
     names |= {account, f"arn:{PARTITION}:iam::{account}:root"}
-    allowed = False
-    for statement in statements(trust):
-        principal = statement.get("Principal")
-        aws = (
-            _listed(principal.get("AWS", [])) if isinstance(principal, dict) else _listed(principal)
-        )
-        if not (names & set(aws) and _action_matches(statement, "sts:AssumeRole")):
-            continue
-        if not _conditions_hold(statement.get("Condition") or {}, _lowered(caller.context)):
-            continue
-        if statement.get("Effect") == "Deny":
-            return Decision.EXPLICIT_DENY
-        allowed = allowed or statement.get("Effect") == "Allow"
-    return Decision.ALLOW if allowed else Decision.IMPLICIT_DENY
+    return evaluate_trust(trust, caller.context, aws_principals=frozenset(names))
 
 
 def _patched_authorize(original: Any) -> Any:
@@ -1025,7 +776,7 @@ def assume_role_as_service(
     }
     if source_arn:
         context["aws:SourceArn"] = [source_arn]
-    decision = evaluate_trust(_document(role.assume_role_policy_document), service, context)
+    decision = evaluate_trust(_document(role.assume_role_policy_document), context, service=service)
     if decision is not Decision.ALLOW:
         raise ServiceTrustError(
             f"role {role_arn} does not let {service} assume it: its trust policy has "
