@@ -22,8 +22,9 @@ caller's identity policies (inline and attached, AWS managed ones included), eva
 allowed only when an Allow statement matches its action, EVERY resource it touches and all of
 the statement's conditions, evaluated against the request's own condition context. Which
 resources and context keys a request carries is written down below for every (service, action)
-the deployed code and the state machines call, from the AWS Service Authorization Reference; an action without a mapping is checked against "*" (as moto does) and
-logged once, so a grant scoped to an ARN fails loudly and points at the gap.
+the deployed code and the state machines call, from the AWS Service Authorization Reference; an
+action without a mapping is checked against "*" (as moto does) and logged once, so a grant scoped
+to an ARN fails loudly and points at the gap.
 
 `aws:SecureTransport` is "true": the twin's loopback HTTP stands for the HTTPS every AWS SDK uses
 against AWS's endpoints, so a policy that denies plain HTTP (CDK's `enforce_ssl`) must not fire.
