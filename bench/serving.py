@@ -9,12 +9,16 @@ or synthetic customers when it is absent) into a temporary registry. One run mea
   pipeline's `predict_proba` on a ready DataFrame, for 1 row and per row of 1,000;
 - handler time: the Lambda handler end to end on an API Gateway proxy event (JSON parsing,
   validation, ONNX, factors, response, the log line and the metrics), for 1 and 1,000 customers;
-- cold start: a fresh Python process, from importing the handler to its first prediction.
+- cold start: a fresh Python process, from importing the handler to its first prediction;
+- a rollout's cost: the handler for 1 customer with a candidate in shadow (the candidate scores
+  every request, is compared with the champion and gets its own metrics) against the champion
+  alone, in two scratch registries holding the same model, measured in alternating rounds.
 
-The last line is the summary the issue asks for:
+The last line is the summary the issues ask for:
     serving single_row_handler_p50_us=… p99_us=… onnx_speedup=… cold_start_s=…
+        shadow_p99_over_champion=…
 Targets on a 2-core machine: single-row handler p99 <= 1 ms, ONNX >= 100x scikit-learn per
-single row, cold start <= 0.5 s.
+single row, cold start <= 0.5 s, p99 with a candidate in shadow <= 2x the champion's alone.
 """
 
 from __future__ import annotations
@@ -96,6 +100,28 @@ def proxy_event(body: Any) -> dict[str, Any]:
         "isBase64Encoded": False,
         "requestContext": {"requestId": "bench", "stage": "bench"},
     }
+
+
+def shadow_registries(source: Any, version: str, tmp: Path) -> tuple[str, str]:
+    """Two scratch registries holding `version`'s files: in one it is the champion alone; in the
+    other it is the champion and, registered again as another version, a candidate in shadow.
+    (The source registry is never changed: a benchmark starts no rollout in it.)"""
+    from churnops.registry import Registry
+    from churnops.wiring import CARD
+
+    card = source.card(version)
+    files = {name: source.read(version, name) for name in card["files"] if name != CARD}
+    card = {k: v for k, v in card.items() if k not in ("version", "files", "created_at")}
+    uris = []
+    for name in ("champion-only", "shadow"):
+        registry = Registry.open(str(tmp / name))
+        champion = registry.register(files, card)
+        registry.promote(champion, actor="bench", reason="benchmark champion")
+        if name == "shadow":
+            candidate = registry.register(files, card)
+            registry.start_rollout(candidate, actor="bench", reason="benchmark candidate")
+        uris.append(registry.uri)
+    return uris[0], uris[1]
 
 
 def main() -> None:
@@ -180,6 +206,25 @@ def run(tmp: Path) -> None:
         assert handler(event_one)["statusCode"] == 200
         assert handler(event_batch)["statusCode"] == 200
 
+        # A candidate in shadow against the champion alone: the same model files, the same
+        # request, rounds taken in turn so that a busy moment of the machine hits both.
+        solo_uri, shadow_uri = shadow_registries(registry, version, tmp)
+        handlers = {}
+        for label, uri in (("champion", solo_uri), ("shadow", shadow_uri)):
+            served = ServingApp(ServingEnvironment(registry_uri=uri, max_batch_size=1000))
+            served.warm_up()
+            assert (served.champion.served().candidate is not None) == (label == "shadow")
+            handlers[label] = lambda_module.make_handler(lambda served=served: served)
+            assert handlers[label](event_one)["statusCode"] == 200
+        rollout_samples: dict[str, list[float]] = {"champion": [], "shadow": []}
+        rollout_cpu: dict[str, list[float]] = {"champion": [], "shadow": []}
+        rounds = 10
+        for _ in range(rounds):
+            for label, serve in handlers.items():
+                rollout_samples[label] += timed(
+                    lambda serve=serve: serve(event_one), n // rounds, 50, rollout_cpu[label]
+                )
+
     env = {**os.environ, "REGISTRY_URI": registry_uri, "PYTHONPATH": str(REPO)}
     cold, wall = [], []
     for _ in range(5):
@@ -201,6 +246,9 @@ def run(tmp: Path) -> None:
     cold_start = statistics.median(cold)
 
     speedup = sk_one["p50"] / onnx_one["p50"]
+    solo, shadow = percentiles(rollout_samples["champion"]), percentiles(rollout_samples["shadow"])
+    shadow_ratio = shadow["p99"] / solo["p99"]
+    solo_cpu, shadow_cpu = (percentiles(rollout_cpu[k]) for k in ("champion", "shadow"))
     print()
     cores = os.cpu_count()
     print(f"load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} on {cores} cores")
@@ -215,6 +263,10 @@ def run(tmp: Path) -> None:
         ("handler, 1 customer, CPU time only", percentiles(handler_one_cpu)),
         ("handler, 1,000 customers (whole request)", handler_batch),
         ("handler, per customer of 1,000", {k: v / 1000 for k, v in handler_batch.items()}),
+        ("handler, 1 customer, champion alone (rounds)", solo),
+        ("handler, 1 customer, candidate in shadow", shadow),
+        ("  the same, champion alone, CPU time only", solo_cpu),
+        ("  the same, candidate in shadow, CPU time only", shadow_cpu),
     ):
         print(f"{label:<44}{figures['p50']:>12,.1f}{figures['p99']:>12,.1f}")
     batch_speedup = sk_batch["p50"] / onnx_batch["p50"]
@@ -228,8 +280,14 @@ def run(tmp: Path) -> None:
         f"and exit: median {statistics.median(wall):.3f} s"
     )
     print(
+        f"a candidate in shadow: p99 {shadow['p99']:,.0f} us against {solo['p99']:,.0f} us for "
+        f"the champion alone ({shadow_ratio:.2f}x; target <= 2x); p50 "
+        f"{shadow['p50'] / solo['p50']:.2f}x, CPU time p99 {shadow_cpu['p99'] / solo_cpu['p99']:.2f}x"
+    )
+    print(
         f"serving single_row_handler_p50_us={handler_one['p50']:.0f} "
-        f"p99_us={handler_one['p99']:.0f} onnx_speedup={speedup:.0f} cold_start_s={cold_start:.2f}"
+        f"p99_us={handler_one['p99']:.0f} onnx_speedup={speedup:.0f} cold_start_s={cold_start:.2f} "
+        f"shadow_p99_over_champion={shadow_ratio:.2f}"
     )
 
 

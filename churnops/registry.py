@@ -3,6 +3,7 @@ append-only history of decisions. Same layout on a local directory and on an ``s
 
     <root>/versions/<version>/model.joblib, model.onnx, model_card.json, metrics.json, ...
     <root>/champion.json
+    <root>/rollout.json
     <root>/history/<UTC timestamp>-<version>-<action>.json
 
 Every version file is written once. The card is written last, so a version without a card is an
@@ -16,6 +17,13 @@ moved the pointer (Step Functions retrying a Lambda that timed out after the wri
 re-running a rollback whose answer they never saw) is recognised: it gets the pointer that
 attempt wrote and the history keeps one entry, instead of a false conflict or a second move. A
 different decision in the meantime still fails with `ConcurrentUpdateError`.
+
+A rollout puts a candidate beside the champion without moving the champion pointer: the rollout
+pointer (`rollout.json`, replaced by the same compare-and-swap and carrying a decision id the same
+way) names the candidate, its stage (shadow, canary, then full, or aborted) and the share of
+customers a canary answers. `full` promotes the candidate through `promote`, against the champion
+tag read when the rollout started, so a champion that changed meanwhile makes it fail cleanly.
+Every step is a history entry (what, why, which alarm, who).
 
 Only the standard library and boto3 (through `churnops.storage`) are imported: the serving image
 reads the registry without pandas or scikit-learn.
@@ -41,10 +49,17 @@ from churnops.storage import (
 # The registry's file names and statuses are part of the wiring (the stacks name them too);
 # the ones this module does not use itself are re-exported for its callers.
 from churnops.wiring import (
+    ACTIVE_STAGES,
     CARD,
     CHAMPION_KEY,
+    DEFAULT_CANARY_SHARE,
     MODEL_ONNX,
     NEVER_CHAMPION,
+    ROLLOUT_KEY,
+    ROLLOUT_STAGES,
+    STAGE_ABORTED,
+    STAGE_FULL,
+    STAGE_SHADOW,
     STATUS_CANDIDATE,
 )
 from churnops.wiring import DRIFT_REPORT as DRIFT_REPORT
@@ -179,8 +194,11 @@ class Registry:
 
     # ---- champion ---------------------------------------------------------------------------
     def champion(self) -> dict[str, Any] | None:
+        return self._read_pointer(CHAMPION_KEY)
+
+    def _read_pointer(self, key: str) -> dict[str, Any] | None:
         try:
-            pointer: dict[str, Any] = json.loads(self.storage.get(CHAMPION_KEY))
+            pointer: dict[str, Any] = json.loads(self.storage.get(key))
         except ObjectNotFoundError:
             return None
         return pointer
@@ -194,12 +212,35 @@ class Registry:
     def champion_etag(self) -> str | None:
         return self.storage.etag(CHAMPION_KEY)
 
-    def _pointer_and_etag(self) -> tuple[dict[str, Any] | None, str | None]:
+    def _pointer_and_etag(
+        self, key: str = CHAMPION_KEY
+    ) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            data, etag = self.storage.get_with_etag(CHAMPION_KEY)
+            data, etag = self.storage.get_with_etag(key)
         except ObjectNotFoundError:
             return None, None
         return json.loads(data), etag
+
+    def _replace_pointer(
+        self, key: str, pointer: dict[str, Any], etag: str | None, *, conflict: str
+    ) -> dict[str, Any]:
+        """Write `pointer` at `key` if it still has tag `etag`, and return the pointer that
+        landed. `pointer` names its `action`, `version` and `decision_id`: a write that lost to
+        its own first copy (S3 applied a PUT whose answer was lost, and the SDK sent it again)
+        is recognised by them; anything else that got there first is `ConcurrentUpdateError`
+        with the message `conflict`."""
+        try:
+            self.storage.replace_if_match(key, _dumps(pointer), etag)
+        except PreconditionFailedError:
+            # The repeat finds the tag changed by its own first copy. The pointer tells: if it
+            # is this decision's, the write happened.
+            landed = self._read_pointer(key)
+            if landed is None or not _written_by(
+                landed, pointer["action"], pointer["version"], pointer.get("decision_id")
+            ):
+                raise ConcurrentUpdateError(conflict) from None
+            pointer = landed
+        return pointer
 
     def _move_pointer(
         self,
@@ -225,19 +266,13 @@ class Registry:
             "action": action,
             "decision_id": decision_id,
         }
-        try:
-            self.storage.replace_if_match(CHAMPION_KEY, _dumps(pointer), etag)
-        except PreconditionFailedError:
-            # S3 may apply a PUT whose answer is lost; the SDK then sends it again and the
-            # repeat finds the tag changed by its own first copy. The pointer tells: if it is
-            # this decision's, the move happened.
-            landed = self.champion()
-            if landed is None or not _written_by(landed, action, version, decision_id):
-                raise ConcurrentUpdateError(
-                    f"the champion pointer in {self.uri} changed meanwhile; "
-                    f"{version} was not promoted"
-                ) from None
-            pointer = landed
+        pointer = self._replace_pointer(
+            CHAMPION_KEY,
+            pointer,
+            etag,
+            conflict=f"the champion pointer in {self.uri} changed meanwhile; "
+            f"{version} was not promoted",
+        )
         self._record_move(pointer)
         return pointer
 
@@ -351,6 +386,238 @@ class Registry:
             decision_id=decision_id,
         )
 
+    # ---- rollout ----------------------------------------------------------------------------
+    def rollout(self) -> dict[str, Any] | None:
+        """The rollout pointer as last written (an ended rollout stays, at stage full or
+        aborted, until the next one starts), or None when there never was one."""
+        return self._read_pointer(ROLLOUT_KEY)
+
+    def active_rollout(self) -> dict[str, Any] | None:
+        """The rollout being served (stage shadow or canary), if any."""
+        record = self.rollout()
+        return record if record is not None and record["stage"] in ACTIVE_STAGES else None
+
+    def rollout_etag(self) -> str | None:
+        return self.storage.etag(ROLLOUT_KEY)
+
+    def start_rollout(
+        self,
+        version: str,
+        *,
+        actor: str,
+        reason: str,
+        canary_share: float = DEFAULT_CANARY_SHARE,
+        champion_etag: str | _Current = CURRENT,
+        decision_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Make promotable `version` the candidate beside the champion, at stage shadow.
+
+        Refused when a rollout is active, when there is no champion or `version` is it, and
+        (`ConcurrentUpdateError`) when the champion's tag is no longer `champion_etag` (default:
+        the tag read now). The champion's tag is kept in the rollout: `full` promotes against it.
+        A repeat of the same decision returns the rollout it started."""
+        if not 0 < canary_share <= 1:
+            raise ChurnOpsError(f"the canary share must be in (0, 1], got {canary_share}")
+        self.check_promotable(version)
+        current, etag = self._pointer_and_etag(ROLLOUT_KEY)
+        if current is not None and _written_by(current, "rollout_start", version, decision_id):
+            self._record_rollout(current)
+            return current
+        if current is not None and current["stage"] in ACTIVE_STAGES:
+            raise ChurnOpsError(
+                f"rollout {current['rollout_id']} of {current['version']} is active (stage "
+                f"{current['stage']}); advance it to full or abort it first"
+            )
+        champion, tag = self._pointer_and_etag()
+        if champion is None or tag is None:
+            raise NoChampionError(
+                f"no champion in registry {self.uri}: a rollout needs one to compare with; "
+                "promote the first model directly"
+            )
+        if not isinstance(champion_etag, _Current) and champion_etag != tag:
+            raise ConcurrentUpdateError(
+                f"the champion pointer in {self.uri} changed meanwhile; no rollout of {version}"
+            )
+        if champion["version"] == version:
+            raise ChurnOpsError(f"version {version} is already the champion")
+        now = _iso(_utcnow())
+        record = {
+            "rollout_id": f"rollout-{new_version_id()}",
+            "version": version,  # the candidate
+            "champion_version": champion["version"],
+            "champion_etag": tag,
+            "stage": STAGE_SHADOW,
+            "previous_stage": None,
+            "canary_share": float(canary_share),
+            "started_at": now,
+            "updated_at": now,
+            "actor": actor,
+            "reason": reason,
+            "alarm": None,
+            "sequence": (current["sequence"] + 1) if current else 1,
+            "action": "rollout_start",
+            "decision_id": decision_id,
+        }
+        return self._write_rollout(record, etag)
+
+    def advance_rollout(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        from_stage: str | None = None,
+        rollout_id: str | None = None,
+        decision_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Move the active rollout one stage on: shadow -> canary -> full. `full` promotes the
+        candidate (through `promote`, against the champion tag read at the start, with this
+        decision's id) and then ends the rollout; if the champion changed meanwhile nothing
+        moves (`ConcurrentUpdateError`).
+
+        `from_stage` (and `rollout_id`) name the state the caller saw: if the rollout is by then
+        elsewhere, nothing moves (`ConcurrentUpdateError`), unless it is this same decision's
+        write (its answer was lost), which is returned as it is. Without `decision_id` the
+        decision is "advance rollout R from stage S", S being `from_stage` or, without it, the
+        stage read now (so run twice, it advances twice)."""
+        current, etag = self._pointer_and_etag(ROLLOUT_KEY)
+        current = self._expected_rollout(current, rollout_id)
+        if from_stage is not None and from_stage not in ACTIVE_STAGES:
+            raise ChurnOpsError(
+                f"a rollout advances from {' or '.join(sorted(ACTIVE_STAGES))}, not {from_stage}"
+            )
+        stage = from_stage or current["stage"]
+        decision_id = decision_id or f"{current['rollout_id']}-advance-from-{stage}"
+        if _written_by(current, "rollout_advance", current["version"], decision_id):
+            self._record_rollout(current)
+            return current
+        self._require_active(current)
+        if current["stage"] != stage:
+            raise ConcurrentUpdateError(
+                f"rollout {current['rollout_id']} is at stage {current['stage']}, not {stage}; "
+                "nothing was advanced"
+            )
+        target = ROLLOUT_STAGES[ROLLOUT_STAGES.index(stage) + 1]
+        if target == STAGE_FULL:
+            # Its own conflict (another champion meanwhile) leaves the rollout where it is.
+            self.promote(
+                current["version"],
+                actor=actor,
+                reason=f"rollout {current['rollout_id']}: {reason}",
+                expected_etag=current["champion_etag"],
+                decision_id=decision_id,
+            )
+        return self._write_rollout(
+            self._next_rollout(
+                current, target, actor=actor, reason=reason, action="rollout_advance"
+            )
+            | {"decision_id": decision_id},
+            etag,
+        )
+
+    def abort_rollout(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        alarm: str | None = None,
+        rollout_id: str | None = None,
+        decision_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Drop the active rollout's candidate; the champion is not touched. `alarm` names the
+        alarm that called for it, if one did. Without `decision_id` the decision is "abort
+        rollout R", so a second abort of the same rollout (two people answering one alarm, an
+        answer lost) returns the first one's pointer and history keeps one entry."""
+        current, etag = self._pointer_and_etag(ROLLOUT_KEY)
+        current = self._expected_rollout(current, rollout_id)
+        decision_id = decision_id or f"{current['rollout_id']}-abort"
+        if _written_by(current, "rollout_abort", current["version"], decision_id):
+            self._record_rollout(current)
+            return current
+        self._require_active(current)
+        champion = self.champion()
+        if champion is not None and champion["version"] == current["version"]:
+            raise ConcurrentUpdateError(
+                f"the candidate {current['version']} of rollout {current['rollout_id']} is "
+                "already the champion; roll it back with `churnops registry rollback "
+                f"--from-version {current['version']}`"
+            )
+        record = self._next_rollout(
+            current, STAGE_ABORTED, actor=actor, reason=reason, action="rollout_abort"
+        )
+        return self._write_rollout(record | {"alarm": alarm, "decision_id": decision_id}, etag)
+
+    def _expected_rollout(
+        self, current: dict[str, Any] | None, rollout_id: str | None
+    ) -> dict[str, Any]:
+        if current is None:
+            raise ChurnOpsError(f"no rollout in registry {self.uri}")
+        if rollout_id is not None and current["rollout_id"] != rollout_id:
+            raise ConcurrentUpdateError(
+                f"the rollout in {self.uri} is {current['rollout_id']}, not {rollout_id}; "
+                "nothing was changed"
+            )
+        return current
+
+    @staticmethod
+    def _require_active(current: dict[str, Any]) -> None:
+        if current["stage"] in ACTIVE_STAGES:
+            return
+        note = (
+            f"; its candidate {current['version']} is champion: `churnops registry rollback "
+            f"--from-version {current['version']}` rolls it back"
+            if current["stage"] == STAGE_FULL
+            else ""
+        )
+        raise ChurnOpsError(
+            f"rollout {current['rollout_id']} has ended (stage {current['stage']}){note}"
+        )
+
+    @staticmethod
+    def _next_rollout(
+        current: dict[str, Any], stage: str, *, actor: str, reason: str, action: str
+    ) -> dict[str, Any]:
+        return {
+            **current,
+            "stage": stage,
+            "previous_stage": current["stage"],
+            "updated_at": _iso(_utcnow()),
+            "actor": actor,
+            "reason": reason,
+            "alarm": None,
+            "sequence": current["sequence"] + 1,
+            "action": action,
+        }
+
+    def _write_rollout(self, record: dict[str, Any], etag: str | None) -> dict[str, Any]:
+        record = self._replace_pointer(
+            ROLLOUT_KEY,
+            record,
+            etag,
+            conflict=f"the rollout pointer in {self.uri} changed meanwhile; "
+            f"{record['action']} of {record['version']} did not happen",
+        )
+        self._record_rollout(record)
+        return record
+
+    def _record_rollout(self, record: dict[str, Any]) -> None:
+        """A rollout step's history entry, from the pointer alone (a retry records the same)."""
+        self.record_decision(
+            record["version"],
+            record["action"],
+            actor=record["actor"],
+            reason=record["reason"],
+            details={
+                "rollout_id": record["rollout_id"],
+                "stage": record["stage"],
+                "previous_stage": record["previous_stage"],
+                "canary_share": record["canary_share"],
+                "champion_version": record["champion_version"],
+                "alarm": record["alarm"],
+                "sequence": record["sequence"],
+            },
+            decision_id=record.get("decision_id"),
+        )
+
     # ---- history ----------------------------------------------------------------------------
     def record_decision(
         self,
@@ -416,8 +683,9 @@ class Registry:
 def _written_by(
     pointer: dict[str, Any], action: str, version: str, decision_id: str | None
 ) -> bool:
-    """Whether `pointer` is what decision `decision_id` wrote when its `action` made `version`
-    champion (one id may promote and later roll back, as a rollout would)."""
+    """Whether `pointer` (the champion's or the rollout's) is what decision `decision_id` wrote
+    when its `action` concerned `version` (one id may promote and later roll back, and a rollout
+    step's id is also its promotion's: the action tells them apart)."""
     return (
         decision_id is not None
         and pointer.get("decision_id") == decision_id

@@ -92,6 +92,18 @@ STATUS_ELIGIBLE = "champion-eligible"
 STATUS_NO_SKILL = "no_skill"
 STATUS_BELOW_FLOOR = "below_floor"
 NEVER_CHAMPION = frozenset({STATUS_NO_SKILL, STATUS_BELOW_FLOOR})
+# The rollout pointer: a candidate served beside the champion, stage by stage. In `shadow` the
+# candidate scores every request and the champion answers; in `canary` the candidate answers the
+# customers whose stable bucket is below the rollout's share; `full` promotes it (the champion
+# pointer moves) and ends the rollout; `aborted` drops it. Only the first two are served.
+ROLLOUT_KEY = "rollout.json"
+STAGE_SHADOW = "shadow"
+STAGE_CANARY = "canary"
+STAGE_FULL = "full"
+STAGE_ABORTED = "aborted"
+ROLLOUT_STAGES = (STAGE_SHADOW, STAGE_CANARY, STAGE_FULL)  # the order `advance` follows
+ACTIVE_STAGES = frozenset({STAGE_SHADOW, STAGE_CANARY})
+DEFAULT_CANARY_SHARE = 0.1
 
 # ---- EventBridge --------------------------------------------------------------------------------
 # What the promote step publishes when the champion pointer moves (the monitoring rule matches it).
@@ -110,6 +122,28 @@ RETRAIN_SERVICE_NAME = "churnops-retrain"
 # against the champion's reference (the drift step). Only the live one starts a retrain.
 LIVE_DRIFT_METRIC = "LiveMaxFeaturePSI"
 SNAPSHOT_DRIFT_METRIC = "SnapshotMaxFeaturePSI"
+# Per model version (serving): every datapoint carries the dimensions (service, ModelVersion,
+# Role) and, as a second dimension set, (service, Role), so an alarm can watch "the candidate"
+# without naming a version. Role is champion or candidate (a rollout's).
+MODEL_VERSION_DIMENSION = "ModelVersion"
+ROLE_DIMENSION = "Role"
+ROLE_CHAMPION = "champion"
+ROLE_CANDIDATE = "candidate"
+# Milliseconds of a request, per version that answered at least one of its customers.
+VERSION_LATENCY_METRIC = "VersionLatency"
+# Milliseconds the version spent scoring the request (a shadow candidate's cost included).
+VERSION_SCORING_METRIC = "VersionScoringLatency"
+# Scoring failures of the version (a failing candidate never fails the request: the champion
+# answers its customers and the failure is counted here).
+VERSION_ERRORS_METRIC = "VersionErrors"
+VERSION_PREDICTIONS_METRIC = "VersionPredictions"  # customers scored
+VERSION_MEAN_SCORE_METRIC = "VersionMeanChurnProbability"
+VERSION_CHURN_SHARE_METRIC = "VersionChurnShare"  # share of customers decided as churners
+# The candidate against the champion on the same customers (shadow and canary), per closed
+# comparison window: the share of customers whose decisions differ, and the PSI of the
+# candidate's score distribution against the champion's (the live drift bins and PSI).
+SHADOW_DISAGREEMENT_METRIC = "ShadowDecisionDisagreement"
+SHADOW_SCORE_PSI_METRIC = "ShadowScorePSI"
 
 # ---- the API ------------------------------------------------------------------------------------
 # {"customers": [...]} is a batch; any other object is one customer (API Gateway's request model
@@ -387,6 +421,9 @@ DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 # (bins - 1) / rows per feature: 0.01 for 1,000 customers, far below the 0.2 drift line, while a
 # busy container still closes a window every few minutes.
 DEFAULT_LIVE_DRIFT_WINDOW = 1000
+# Customers per comparison window of a rollout's candidate with the champion: at 1,000 the PSI of
+# two models that agree stays near 0.01, and a disagreement rate of 5% is measured to about 0.7%.
+DEFAULT_ROLLOUT_COMPARISON_WINDOW = 1000
 
 
 @dataclass(frozen=True)
@@ -400,6 +437,8 @@ class ServingEnvironment(_EnvSettings):
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     live_drift_window: int = DEFAULT_LIVE_DRIFT_WINDOW  # customers per live drift measurement
+    # Customers per comparison of a rollout's candidate with the champion.
+    rollout_comparison_window: int = DEFAULT_ROLLOUT_COMPARISON_WINDOW
     powertools_service_name: str = field(
         default=SERVING_SERVICE_NAME, metadata=_env("POWERTOOLS_SERVICE_NAME")
     )
@@ -412,6 +451,7 @@ class ServingEnvironment(_EnvSettings):
         _at_least(self, "max_batch_size", 1)
         _at_least(self, "max_body_bytes", 1)
         _at_least(self, "live_drift_window", 1)
+        _at_least(self, "rollout_comparison_window", 1)
 
 
 # ---- Glue: ingestion ----------------------------------------------------------------------------

@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--families",
-        default="logistic,gradient_boosting,ensemble",
-        help="candidate families, comma-separated",
+        default="",
+        help="candidate families, comma-separated (default: every family of churnops.model)",
     )
     parser.add_argument("--holdout-share", type=float, default=0.2)
     parser.add_argument(
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from churnops.contract import get_contract
     from churnops.dataset import read_customers
     from churnops.evaluation import CostPolicy
+    from churnops.model import FAMILIES
     from churnops.registry import Registry
     from churnops.training import TrainingOptions, register_result, train
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         quality_floor=args.quality_floor,
         tune_rows=args.tune_rows,
         fit_rows=args.fit_rows,
-        families=tuple(f.strip() for f in args.families.split(",") if f.strip()),
+        families=tuple(f.strip() for f in args.families.split(",") if f.strip()) or FAMILIES,
         refit_full=not args.no_refit,
         n_jobs=args.jobs,
     )

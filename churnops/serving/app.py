@@ -10,6 +10,14 @@ reference statistics (`LiveDriftWindow`); the request that completes a window ca
 in its telemetry, and the handler publishes it as `wiring.LIVE_DRIFT_METRIC`: the measurement whose
 alarm starts a retrain (stacks/monitoring.py), because it comes from live traffic and never from
 a retrain.
+
+During a rollout (`churnops.registry`, `rollout.json`) the candidate scores every request beside
+the champion. In shadow the champion answers; in canary the candidate answers the customers whose
+bucket, a stable hash of (rollout id, customer id) in [0, 1), is below the rollout's share, so a
+customer sees one model for the whole stage. Every prediction names the `model_version` that
+answered. The two models' scores on the same customers are compared window by window
+(`ScoreComparison`: decision disagreement rate, PSI of the score distributions), and the
+request's per-version figures go into its telemetry for the handler's per-version metrics.
 """
 
 from __future__ import annotations
@@ -18,135 +26,27 @@ import base64
 import binascii
 import json
 import logging
-import math
-import threading
 import time
-from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from churnops.contract import Contract, get_contract
 from churnops.registry import Registry
-from churnops.serving.champion import ChampionWatcher
+from churnops.scoring import Decisions, Probabilities
+from churnops.serving.champion import Candidate, ChampionWatcher
 from churnops.serving.model import ServingModel
+from churnops.serving.monitoring import PSI_DRIFT_THRESHOLD as PSI_DRIFT_THRESHOLD
+from churnops.serving.monitoring import LiveDriftWindow, ScoreComparison, bucket
 from churnops.serving.openapi import ROUTES, openapi_document
-from churnops.serving.validation import RequestRejected, RequestValidator
-from churnops.wiring import DEFAULT_LIVE_DRIFT_WINDOW, ServingEnvironment
+from churnops.serving.validation import CustomerBatch, RequestRejected, RequestValidator
+from churnops.wiring import ROLE_CANDIDATE, ROLE_CHAMPION, STAGE_CANARY, ServingEnvironment
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
-
-PSI_DRIFT_THRESHOLD = 0.2
-# The bins and the PSI of churnops/drift.py, which the serving image does not carry (it copies
-# only the serving modules): the reference statistics' key for missing values, and the floor on
-# a bin's share. tests/unit/test_live_drift.py holds a window's PSI equal to drift_report's.
-_MISSING = "__missing__"
-_EPS = 1e-4
-
-
-def _psi(expected: Sequence[float], actual: Sequence[float]) -> float:
-    total = 0.0
-    for reference_share, share in zip(expected, actual, strict=True):
-        e, a = max(reference_share, _EPS), max(share, _EPS)
-        total += (a - e) * math.log(a / e)
-    return total
-
-
-class LiveDriftWindow:
-    """PSI of the customers a server scores against the reference of the model that scores them.
-
-    Each scored customer's values are counted into the reference's own bins as requests arrive
-    (a bisect per number, a dict lookup per category: a few microseconds for a one-customer
-    request, and nothing about a customer is kept but the counts). When `window` customers have
-    been counted, the window's PSI per feature is computed as churnops.drift.drift_report would
-    compute it on those customers, returned, and counting starts again. One window per model
-    version: a new champion brings a new reference."""
-
-    def __init__(
-        self,
-        reference_stats: Mapping[str, Any],
-        contract: Contract,
-        *,
-        window: int = DEFAULT_LIVE_DRIFT_WINDOW,
-        threshold: float = PSI_DRIFT_THRESHOLD,
-    ) -> None:
-        if window < 1:
-            raise ValueError("a live drift window holds at least one customer")
-        self.window = window
-        self.threshold = threshold
-        reference = reference_stats.get("features") or {}
-        # Per feature: its name, how a value finds its bin, the bin of a missing value, and the
-        # reference's shares in the same bin order.
-        self._numeric: list[tuple[str, list[float], int, list[float]]] = []
-        self._category: list[tuple[str, dict[str, int], int, list[float]]] = []
-        for col in contract.feature_columns:
-            ref = reference.get(col.name)
-            if ref is None:
-                continue
-            if ref["kind"] == "numeric":
-                edges = [float(e) for e in ref["edges"]]
-                shares = [float(x) for x in ref["shares"]]  # bins, then missing
-                self._numeric.append((col.name, edges, len(edges) + 1, shares))
-            else:
-                keys = list(ref["shares"])
-                index = {key: i for i, key in enumerate(keys)}
-                shares = [float(ref["shares"][key]) for key in keys]
-                self._category.append((col.name, index, index[_MISSING], shares))
-        self._lock = threading.Lock()  # the local server scores requests on several threads
-        self._reset()
-
-    def _reset(self) -> None:
-        self._rows = 0
-        self._numeric_counts = [[0] * len(f[3]) for f in self._numeric]
-        self._category_counts = [[0] * len(f[3]) for f in self._category]
-
-    def observe(self, columns: Mapping[str, Sequence[Any]], rows: int) -> dict[str, Any] | None:
-        """Count `rows` scored customers (feature -> values, as the validator gives them: NaN
-        for a missing number, None for a missing category). Returns the window's report when
-        these customers complete it, else None."""
-        with self._lock:
-            for (name, edges, missing, _), counts in zip(
-                self._numeric, self._numeric_counts, strict=True
-            ):
-                for x in columns[name]:
-                    counts[missing if x is None or x != x else bisect_right(edges, x)] += 1
-            for (name, index, missing, _), counts in zip(
-                self._category, self._category_counts, strict=True
-            ):
-                for value in columns[name]:
-                    # A value the reference never saw has no bin, as in drift_report.
-                    j = missing if value is None else index.get(value)
-                    if j is not None:
-                        counts[j] += 1
-            self._rows += rows
-            if self._rows < self.window:
-                return None
-            report = self._report()
-            self._reset()
-            return report
-
-    def _report(self) -> dict[str, Any]:
-        rows = self._rows
-        psi: dict[str, float] = {}
-        for (name, *_, expected), counts in zip(
-            [*self._numeric, *self._category],
-            [*self._numeric_counts, *self._category_counts],
-            strict=True,
-        ):
-            psi[name] = round(_psi(expected, [c / rows for c in counts]), 6)
-        drifted = sorted(
-            (name for name, value in psi.items() if value > self.threshold),
-            key=lambda name: -psi[name],
-        )
-        return {
-            "rows": rows,
-            "threshold": self.threshold,
-            "psi": psi,
-            "drifted_features": drifted,
-            "max_psi": max(psi.values(), default=0.0),
-        }
 
 
 @dataclass(frozen=True)
@@ -210,11 +110,25 @@ class HttpResponse:
 
 
 @dataclass
+class VersionTelemetry:
+    """What one model version did in one request: the handler's per-version metrics."""
+
+    role: str  # wiring.ROLE_CHAMPION or ROLE_CANDIDATE
+    answered: int = 0  # customers whose prediction it gave
+    scored: int = 0  # customers it scored (answered, or in shadow)
+    churners: int = 0  # of those scored, decided as churners
+    probability_sum: float = 0.0
+    scoring_ms: float = 0.0
+    errors: int = 0
+
+
+@dataclass
 class Telemetry:
     """What the handler logs and measures about one request; never customer fields but the id."""
 
     route: str
     status: int = 200
+    # The version that answered (in a canary batch answered by both, the champion's).
     model_version: str | None = None
     batch_size: int = 0
     churners: int = 0
@@ -226,6 +140,13 @@ class Telemetry:
     # and the model version whose reference it was measured against. The handler publishes
     # max_psi as ChurnOps/LiveMaxFeaturePSI, the metric of the drift alarm that starts a retrain.
     live_drift: dict[str, Any] | None = None
+    # Per model version that scored this request (the champion, a rollout's candidate).
+    versions: dict[str, VersionTelemetry] = field(default_factory=dict)
+    # During a rollout: its id, stage and candidate; this request's decision disagreements
+    # between candidate and champion; the comparison window it closed, if it did.
+    rollout: dict[str, Any] | None = None
+    disagreements: int = 0
+    comparison: dict[str, Any] | None = None
 
 
 def _error(status: int, error: str, message: str, **headers: str) -> HttpResponse:
@@ -249,7 +170,8 @@ def _media_type_problem(content_type: str | None) -> str | None:
 
 
 class ServingApp:
-    """Routes requests to the champion; one instance per Lambda container or local server."""
+    """Routes requests to the champion (and a rollout's candidate); one instance per Lambda
+    container or local server."""
 
     def __init__(
         self,
@@ -274,6 +196,8 @@ class ServingApp:
         self.openapi = openapi_document(self.contract, max_batch_size=settings.max_batch_size)
         # (model version, its window); None for a model whose card has no reference statistics.
         self._live_drift: tuple[str, LiveDriftWindow | None] | None = None
+        # ((rollout, champion, candidate), its window): the candidate against the champion.
+        self._comparison: tuple[tuple[str, str, str], ScoreComparison] | None = None
         self._routes: dict[str, dict[str, Callable[[HttpRequest, Telemetry], HttpResponse]]] = {
             "/predict": {"POST": self._predict},
             "/model": {"GET": self._model},
@@ -346,18 +270,141 @@ class ServingApp:
         customers = self.validator.parse(request.body)
         telemetry.batch_size = len(customers)
         telemetry.customer_ids = customers.ids
-        model = self.champion.current()
+        served = self.champion.served()
+        model = served.champion
         if model is None:
             return self._no_champion()
-        predictions = model.predict(customers)
-        telemetry.model_version = model.version
+        scores = self._score(model, ROLE_CHAMPION, customers, telemetry)
+        candidate = served.candidate
+        if candidate is None:
+            predictions = model.predict(customers, scores)
+            telemetry.versions[model.version].answered = len(customers)
+            answered_by = model.version
+        else:
+            predictions, answered_by = self._rollout_predictions(
+                model, scores, candidate, customers, telemetry
+            )
+        telemetry.model_version = answered_by
         telemetry.churners = sum(p["churn_prediction"] for p in predictions)
         telemetry.probability_sum = sum(p["churn_probability"] for p in predictions)
         telemetry.live_drift = self._measure_live_drift(model, customers.columns, len(customers))
         return HttpResponse(
             200,
-            {"model_version": model.version, "count": len(predictions), "predictions": predictions},
+            {"model_version": answered_by, "count": len(predictions), "predictions": predictions},
         )
+
+    def _score(
+        self, model: ServingModel, role: str, customers: CustomerBatch, telemetry: Telemetry
+    ) -> tuple[Probabilities, Decisions]:
+        """`model.score(customers)`, timed and counted for the version's metrics (a failure
+        too, before it is raised)."""
+        version = telemetry.versions[model.version] = VersionTelemetry(role)
+        started = time.perf_counter()
+        try:
+            probabilities, decisions = model.score(customers)
+        except Exception:
+            version.errors += 1
+            raise
+        finally:
+            version.scoring_ms = (time.perf_counter() - started) * 1000
+        version.scored = len(customers)
+        version.churners = int(decisions.sum())
+        version.probability_sum = float(probabilities.sum())
+        return probabilities, decisions
+
+    def _rollout_predictions(
+        self,
+        champion: ServingModel,
+        champion_scores: tuple[Probabilities, Decisions],
+        candidate: Candidate,
+        customers: CustomerBatch,
+        telemetry: Telemetry,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A request during a rollout: the candidate scores every customer beside the champion
+        and the two are compared; in shadow the champion answers everyone, in canary the
+        candidate answers the customers whose bucket is below the share. A candidate that fails
+        is counted and the champion answers (a rollout must never cost a customer an answer).
+        Returns the predictions and the version named as the response's (the only one that
+        answered, or the champion when both did)."""
+        rollout: dict[str, Any] = {
+            "rollout_id": candidate.rollout_id,
+            "stage": candidate.stage,
+            "candidate_version": candidate.model.version,
+        }
+        telemetry.rollout = rollout
+        try:
+            candidate_scores = self._score(candidate.model, ROLE_CANDIDATE, customers, telemetry)
+        except Exception as err:
+            log.exception("candidate %s failed; the champion answers", candidate.model.version)
+            rollout["candidate_error"] = type(err).__name__
+            telemetry.versions[champion.version].answered = len(customers)
+            return champion.predict(customers, champion_scores), champion.version
+        telemetry.disagreements = int(np.count_nonzero(champion_scores[1] != candidate_scores[1]))
+        telemetry.comparison = self._compare(
+            champion, candidate, champion_scores[0], candidate_scores[0], telemetry.disagreements
+        )
+        routed = (
+            [bucket(candidate.rollout_id, i) < candidate.canary_share for i in customers.ids]
+            if candidate.stage == STAGE_CANARY
+            else [False] * len(customers)
+        )
+        to_candidate = sum(routed)
+        telemetry.versions[candidate.model.version].answered = to_candidate
+        telemetry.versions[champion.version].answered = len(customers) - to_candidate
+        if to_candidate == 0:
+            return champion.predict(customers, champion_scores), champion.version
+        if to_candidate == len(customers):
+            return candidate.model.predict(customers, candidate_scores), candidate.model.version
+        # A canary batch answered by both: each part by its model, in the request's order.
+        predictions: list[dict[str, Any]] = [{} for _ in routed]
+        for model, scores, wanted in (
+            (champion, champion_scores, False),
+            (candidate.model, candidate_scores, True),
+        ):
+            rows = [i for i, to in enumerate(routed) if to is wanted]
+            part = model.predict(customers.take(rows), (scores[0][rows], scores[1][rows]))
+            for i, prediction in zip(rows, part, strict=True):
+                predictions[i] = prediction
+        return predictions, champion.version
+
+    def _compare(
+        self,
+        champion: ServingModel,
+        candidate: Candidate,
+        champion_probabilities: Probabilities,
+        candidate_probabilities: Probabilities,
+        disagreements: int,
+    ) -> dict[str, Any] | None:
+        """Add this request's customers to the candidate-against-champion window; the window's
+        report when they complete it."""
+        key = (candidate.rollout_id, champion.version, candidate.model.version)
+        current = self._comparison
+        if current is None or current[0] != key:
+            # Another rollout, champion or candidate: the old pairs compare other models.
+            current = self._comparison = (
+                key,
+                ScoreComparison(window=self.settings.rollout_comparison_window),
+            )
+        report = current[1].observe(
+            champion_probabilities.tolist(), candidate_probabilities.tolist(), disagreements
+        )
+        if report is None:
+            return None
+        report.update(
+            rollout_id=candidate.rollout_id,
+            stage=candidate.stage,
+            champion_version=champion.version,
+            candidate_version=candidate.model.version,
+        )
+        log.info(
+            "rollout %s: %s customers compared, candidate %s disagrees on %.2f%%, score PSI %.4f",
+            candidate.rollout_id,
+            report["rows"],
+            candidate.model.version,
+            100 * report["disagreement_rate"],
+            report["score_psi"],
+        )
+        return report
 
     def _measure_live_drift(
         self, model: ServingModel, columns: Mapping[str, list[Any]], rows: int

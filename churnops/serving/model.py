@@ -23,7 +23,14 @@ import numpy.typing as npt
 
 from churnops.contract import Contract, Kind
 from churnops.errors import ChurnOpsError, ContractMismatchError
-from churnops.scoring import POSITIVE_INDEX, PROBABILITY_OUTPUT, OnnxModel, predict
+from churnops.scoring import (
+    POSITIVE_INDEX,
+    PROBABILITY_OUTPUT,
+    Decisions,
+    OnnxModel,
+    Probabilities,
+    predict,
+)
 from churnops.serving.validation import CustomerBatch
 from churnops.wiring import SCORE_COLUMNS
 
@@ -187,9 +194,18 @@ class ServingModel:
     def probabilities(self, customers: CustomerBatch) -> npt.NDArray[np.float64]:
         return self.model.probability(customers.columns)
 
-    def predict(self, customers: CustomerBatch) -> list[dict[str, Any]]:
-        """One result per customer: probability, decision at the card's threshold, top factors."""
-        probabilities, decisions = predict(self.model, customers.columns)
+    def score(self, customers: CustomerBatch) -> tuple[Probabilities, Decisions]:
+        """Probability and decision (at the card's threshold) of each customer."""
+        return predict(self.model, customers.columns)
+
+    def predict(
+        self,
+        customers: CustomerBatch,
+        scores: tuple[Probabilities, Decisions] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One result per customer: probability, decision at the card's threshold, top factors.
+        `scores` are this model's `score` of these customers when the caller already has them."""
+        probabilities, decisions = scores if scores is not None else self.score(customers)
         factors = self.factors.top(customers.columns, len(customers))
         id_column = self.contract.id_column
         results = []

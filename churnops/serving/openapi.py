@@ -14,7 +14,7 @@ from typing import Any
 from churnops import __version__
 from churnops.contract import Contract, Kind
 from churnops.serving.validation import MAX_REPORTED_PROBLEMS
-from churnops.wiring import BATCH_KEY, SCORE_COLUMNS, SCORE_SCHEMA
+from churnops.wiring import ACTIVE_STAGES, BATCH_KEY, SCORE_COLUMNS, SCORE_SCHEMA
 
 # A character str.strip() does not remove (the characters str.isspace() is true for, spelt out:
 # `\S` means other sets in other regex dialects, e.g. ECMA-262's keeps \x1c-\x1f).
@@ -29,6 +29,10 @@ _SCORE_DETAILS: dict[str, dict[str, Any]] = {
     "churn_prediction": {
         "enum": [0, 1],
         "description": "1 when churn_probability reaches the model's threshold",
+    },
+    "model_version": {
+        "description": "The registry version of the model that answered for this customer: the "
+        "champion, or during a canary rollout the candidate for the customers in its share",
     },
 }
 
@@ -157,7 +161,12 @@ def component_schemas(contract: Contract, *, max_batch_size: int) -> dict[str, A
         "PredictResponse": {
             "type": "object",
             "properties": {
-                "model_version": {"type": "string"},
+                "model_version": {
+                    "type": "string",
+                    "description": "The version that answered; when a canary rollout's "
+                    "candidate answered some customers and the champion the others, the "
+                    "champion's (each prediction names its own)",
+                },
                 "count": {"type": "integer", "minimum": 1},
                 "predictions": {"type": "array", "items": _ref("Prediction"), "minItems": 1},
             },
@@ -220,6 +229,8 @@ def component_schemas(contract: Contract, *, max_batch_size: int) -> dict[str, A
                 "champion_loaded": {"type": "boolean"},
                 "model_version": _nullable({"type": "string"}),
                 "last_refresh_error": _nullable({"type": "string"}),
+                "candidate_version": _nullable({"type": "string"}),
+                "rollout_stage": _nullable({"type": "string", "enum": sorted(ACTIVE_STAGES)}),
             },
             "required": ["status", "champion_loaded", "model_version"],
         },

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,14 @@ class CustomerBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def take(self, rows: Sequence[int]) -> CustomerBatch:
+        """The customers at positions `rows`, in that order (a canary's share of a batch)."""
+        return CustomerBatch(
+            [self.ids[i] for i in rows],
+            {name: [values[i] for i in rows] for name, values in self.columns.items()},
+            self.is_batch,
+        )
 
 
 def _json_type(value: Any) -> str:

@@ -17,11 +17,21 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from churnops.serving.app import HttpRequest, ServingApp, Telemetry
+from churnops.serving.app import HttpRequest, ServingApp, Telemetry, VersionTelemetry
 from churnops.wiring import (
     LIVE_DRIFT_METRIC,
     METRICS_NAMESPACE,
+    MODEL_VERSION_DIMENSION,
+    ROLE_DIMENSION,
     SERVING_SERVICE_NAME,
+    SHADOW_DISAGREEMENT_METRIC,
+    SHADOW_SCORE_PSI_METRIC,
+    VERSION_CHURN_SHARE_METRIC,
+    VERSION_ERRORS_METRIC,
+    VERSION_LATENCY_METRIC,
+    VERSION_MEAN_SCORE_METRIC,
+    VERSION_PREDICTIONS_METRIC,
+    VERSION_SCORING_METRIC,
     ServingEnvironment,
 )
 
@@ -81,6 +91,8 @@ def _record(telemetry: Telemetry, elapsed_ms: float, request_id: str, *, cold_st
             "latency_ms": round(elapsed_ms, 3),
             "batch_size": telemetry.batch_size,
             "model_version": telemetry.model_version,
+            "rollout": telemetry.rollout
+            and {**telemetry.rollout, "disagreements": telemetry.disagreements},
             "predicted_churners": telemetry.churners,
             "customer_ids": telemetry.customer_ids[:_LOGGED_IDS],
             "problem_fields": telemetry.problem_fields or None,
@@ -117,3 +129,55 @@ def _record(telemetry: Telemetry, elapsed_ms: float, request_id: str, *, cold_st
         )
     if metrics.metric_set:
         metrics.flush_metrics()
+    for version, figures in telemetry.versions.items():
+        _record_version(telemetry, version, figures, elapsed_ms)
+
+
+def _record_version(
+    telemetry: Telemetry, version: str, figures: VersionTelemetry, elapsed_ms: float
+) -> None:
+    """One EMF record per model version that scored the request, under the dimensions
+    (service, ModelVersion, Role) and (service, Role): the rollout's alarms can watch a role."""
+    metrics.add_dimension(name=MODEL_VERSION_DIMENSION, value=version)
+    metrics.add_dimension(name=ROLE_DIMENSION, value=figures.role)
+    service = {"service": metrics.service} if metrics.service else {}
+    metrics.add_dimensions(**service, **{ROLE_DIMENSION: figures.role})
+    if figures.answered:
+        metrics.add_metric(
+            name=VERSION_LATENCY_METRIC, unit=MetricUnit.Milliseconds, value=elapsed_ms
+        )
+    metrics.add_metric(
+        name=VERSION_SCORING_METRIC, unit=MetricUnit.Milliseconds, value=figures.scoring_ms
+    )
+    metrics.add_metric(name=VERSION_ERRORS_METRIC, unit=MetricUnit.Count, value=figures.errors)
+    if figures.scored:
+        metrics.add_metric(
+            name=VERSION_PREDICTIONS_METRIC, unit=MetricUnit.Count, value=figures.scored
+        )
+        metrics.add_metric(
+            name=VERSION_MEAN_SCORE_METRIC,
+            unit=MetricUnit.NoUnit,
+            value=figures.probability_sum / figures.scored,
+        )
+        metrics.add_metric(
+            name=VERSION_CHURN_SHARE_METRIC,
+            unit=MetricUnit.NoUnit,
+            value=figures.churners / figures.scored,
+        )
+    comparison = telemetry.comparison
+    if comparison is not None and comparison["candidate_version"] == version:
+        # One datapoint per closed window: the candidate against the champion, same customers.
+        metrics.add_metric(
+            name=SHADOW_DISAGREEMENT_METRIC,
+            unit=MetricUnit.NoUnit,
+            value=comparison["disagreement_rate"],
+        )
+        metrics.add_metric(
+            name=SHADOW_SCORE_PSI_METRIC, unit=MetricUnit.NoUnit, value=comparison["score_psi"]
+        )
+        metrics.add_metadata(key="champion_version", value=comparison["champion_version"])
+        metrics.add_metadata(key="compared_customers", value=comparison["rows"])
+    if telemetry.rollout is not None:
+        metrics.add_metadata(key="rollout_id", value=telemetry.rollout["rollout_id"])
+        metrics.add_metadata(key="rollout_stage", value=telemetry.rollout["stage"])
+    metrics.flush_metrics()

@@ -555,12 +555,17 @@ def test_the_handler_logs_one_json_line_and_emits_emf_metrics_without_customer_f
     assert log["customer_ids"] == ["7590-VHVEG"]
     assert log["request_id"] == event["requestContext"]["requestId"]
     # AND the metrics are CloudWatch embedded-metric-format records in the ChurnOps namespace
-    [emf] = [line for line in lines if "_aws" in line]
+    # (the request's record, and one per model version that scored it: the champion's)
+    [emf] = [line for line in lines if "_aws" in line and "ModelVersion" not in line]
     [directive] = emf["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "ChurnOps"
     names = {m["Name"] for m in directive["Metrics"]}
     assert {"PredictLatency", "BatchSize", "PredictedChurners", "MeanChurnProbability"} <= names
     assert emf["model_version"] == champion.version
+    [version] = [line for line in lines if "_aws" in line and "ModelVersion" in line]
+    assert (version["ModelVersion"], version["Role"]) == (champion.version, "champion")
+    names = {m["Name"] for m in version["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"VersionLatency", "VersionPredictions", "VersionChurnShare"} <= names
     # AND no customer field but the id is written anywhere
     written = json.dumps(lines)
     for value in ("Electronic check", "Month-to-month", "29.85", "redacted-example-key"):

@@ -1,5 +1,6 @@
 """ONNX export reproduces scikit-learn's probabilities to 1e-5 on 10,000 customers, for every
-family, including customers sitting exactly on quantile-bin edges."""
+family, including customers sitting exactly on quantile-bin edges, and for the MLP on the real
+Telco file."""
 
 from __future__ import annotations
 
@@ -7,16 +8,30 @@ import numpy as np
 import pytest
 
 from churnops.contract import TELCO
-from churnops.model import build, fit, model_frame, positive_probability
+from churnops.model import (
+    FAMILIES,
+    MLP_FIXED,
+    MLP_GRID,
+    build,
+    fit,
+    model_frame,
+    positive_probability,
+)
 from churnops.onnx_export import export, onnx_signature
 from churnops.scoring import OnnxModel, open_session
 from churnops.synthetic import generate
+from churnops.training import ONNX_TOLERANCE
 
 FAMILY_PARAMS = {
     "logistic": {"C": 1.0},
     "gradient_boosting": {"n_estimators": 60, "max_depth": 3},
     "ensemble": {"logistic": {"C": 1.0}, "gradient_boosting": {"n_estimators": 60}},
+    "mlp": {"hidden_layer_sizes": (32, 16), "alpha": 1.0},
 }
+
+
+def test_every_family_is_checked() -> None:
+    assert set(FAMILY_PARAMS) == set(FAMILIES)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +50,21 @@ def test_onnx_matches_sklearn_on_10000_rows(data, family: str) -> None:  # type:
     got = onnx.probability(X_score)
     assert len(got) == 10_000
     assert np.max(np.abs(got - expected)) <= 1e-5
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("params", MLP_GRID, ids=lambda p: str(p["hidden_layer_sizes"]))
+def test_exported_mlp_scores_like_sklearn_on_real_telco(telco_clean, params) -> None:  # type: ignore[no-untyped-def]
+    # GIVEN an MLP of the comparison's grid fitted on the real Telco file
+    X, y = model_frame(telco_clean, TELCO), TELCO.target_vector(telco_clean).astype(int)
+    model = fit(build("mlp", TELCO, {**params, **MLP_FIXED}, seed=42), X, y)
+    assert model.named_steps["classifier"].n_iter_ < MLP_FIXED["max_iter"], "early stopping"
+    # WHEN its ONNX export scores every customer of the file
+    onnx = OnnxModel(export(model, TELCO), TELCO, version="test", threshold=0.5)
+    got = onnx.probability(X)
+    # THEN it gives scikit-learn's probabilities within the tolerance training stores ONNX at
+    assert len(got) == len(telco_clean)
+    assert np.max(np.abs(got - positive_probability(model, X))) <= ONNX_TOLERANCE
 
 
 def test_customers_on_bin_edges_score_alike(data) -> None:  # type: ignore[no-untyped-def]

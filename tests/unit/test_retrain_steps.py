@@ -16,6 +16,7 @@ from churnops.contract import INSURANCE, TELCO
 from churnops.drift import DriftCounts, drift_report, reference_statistics
 from churnops.errors import ChurnOpsError
 from churnops.evaluation import bootstrap_blocks, bootstrap_counts
+from churnops.model import FAMILIES
 from churnops.retrain import snapshot
 from churnops.retrain.evaluate import ModelScores, compare
 from churnops.retrain.flow import RetrainEnv, json_safe, result_of
@@ -212,6 +213,8 @@ def test_environment_sets_the_bounds_of_each_step() -> None:
     base = {"REGISTRY_URI": "r", "CURATED_BUCKET": "c"}
     default = RetrainEnv.from_env(base)
     assert default.training_options().fit_rows == TrainingOptions().fit_rows
+    # No TRAIN_FAMILIES (cdk.json's `[]`): every family churnops.model defines, the MLP included.
+    assert default.training_options().families == FAMILIES and "mlp" in FAMILIES
     assert default.snapshot_slice_rows == snapshot.DEFAULT_SLICE_ROWS
     env = RetrainEnv.from_env(
         {
