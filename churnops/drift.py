@@ -13,7 +13,7 @@ because they mean different things to the pipeline:
   alerts: if a retrain's own finding could start a retrain, every retrain that saw drift would
   start another, and the two would race on the champion pointer.
 - the customers the serving function scores, window by window, against the serving champion's
-  reference (churnops/serving/app.py `LiveDriftWindow`, `wiring.LIVE_DRIFT_METRIC`). The alarm that
+  reference (churnops/serving/monitoring.py `LiveDriftWindow`, `wiring.LIVE_DRIFT_METRIC`). The alarm that
   starts the retrain state machine watches this one, which no retrain publishes.
 """
 

@@ -6,7 +6,7 @@ Glue run starts from a state machine's `.sync` task, so Step Functions' per-inte
 changes also sends each failed run to the topic with its job name); failed and timed-out
 executions of each state machine; and two drift alarms above the PSI threshold:
 - `live-drift` on `ChurnOps/LiveMaxFeaturePSI`: the customers the serving function scored, window
-  by window, against the serving champion's reference (churnops/serving/app.py `LiveDriftWindow`).
+  by window, against the serving champion's reference (churnops/serving/monitoring.py `LiveDriftWindow`).
 - `snapshot-drift` on `ChurnOps/SnapshotMaxFeaturePSI`: the retrain flow's own drift step, the
   customer table at the start of a retrain against the champion's reference.
 

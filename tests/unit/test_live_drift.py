@@ -15,7 +15,8 @@ from churnops.contract import TELCO
 from churnops.drift import drift_report, reference_statistics
 from churnops.errors import ChurnOpsError
 from churnops.registry import Registry
-from churnops.serving.app import HttpRequest, LiveDriftWindow, ServingApp
+from churnops.serving.app import HttpRequest, ServingApp
+from churnops.serving.monitoring import LiveDriftWindow
 from churnops.serving.validation import RequestValidator
 from churnops.synthetic import generate
 from churnops.wiring import ServingEnvironment

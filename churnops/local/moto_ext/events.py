@@ -106,8 +106,9 @@ def deliver_to_target(
     *,
     service: str = "events.amazonaws.com",
     source_arn: str | None = None,
-) -> None:
-    """Deliver one event to a Step Functions, Lambda or SNS target (others are moto's business)."""
+) -> str:
+    """Deliver one event to a Step Functions, Lambda or SNS target (others are moto's business);
+    returns what was started: the execution's ARN for a state machine, else the target's ARN."""
     from moto.utilities.arns import parse_arn
 
     arn = parse_arn(target["Arn"])
@@ -121,6 +122,7 @@ def deliver_to_target(
             source_arn=source_arn,
         )
         LOG.info("delivered event to %s as %s", target["Arn"], execution)
+        return execution
     elif arn.service == "lambda":
         from moto.awslambda.utils import get_backend as lambda_backend
 
@@ -138,6 +140,7 @@ def deliver_to_target(
         topic.publish(payload if isinstance(payload, str) else json.dumps(payload))
     else:
         raise ValueError(f"not a Step Functions, Lambda or SNS target: {target['Arn']}")
+    return str(target["Arn"])
 
 
 def _is_ours(target: dict[str, Any]) -> bool:
@@ -218,7 +221,7 @@ def fire_schedule(
                 "detail": {},
             }
             return [
-                _fire_target(t, target_input(t, event), account, region, source_arn=rule.arn)
+                deliver_to_target(t, target_input(t, event), account, region, source_arn=rule.arn)
                 for t in rule.targets
             ]
 
@@ -233,7 +236,7 @@ def fire_schedule(
     payload = json.loads(target["Input"]) if target.get("Input") else {}
     group_arn = f"arn:aws:scheduler:{region}:{account}:schedule-group/{group or 'default'}"
     return [
-        _fire_target(
+        deliver_to_target(
             target,
             payload,
             account,
@@ -242,31 +245,6 @@ def fire_schedule(
             source_arn=group_arn,
         )
     ]
-
-
-def _fire_target(
-    target: dict[str, Any],
-    payload: Any,
-    account: str,
-    region: str,
-    *,
-    service: str = "events.amazonaws.com",
-    source_arn: str | None = None,
-) -> str:
-    arn = target["Arn"]
-    if arn.split(":")[2] == "states":
-        return start_execution(
-            target, payload, account, region, service=service, source_arn=source_arn
-        )
-    deliver_to_target(
-        {**target, "Input": json.dumps(payload)},
-        payload,
-        account,
-        region,
-        service=service,
-        source_arn=source_arn,
-    )
-    return str(arn)
 
 
 def patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
