@@ -26,7 +26,9 @@ tag read when the rollout started, so a champion that changed meanwhile makes it
 Every step is a history entry (what, why, which alarm, who).
 
 Only the standard library and boto3 (through `churnops.storage`) are imported: the serving image
-reads the registry without pandas or scikit-learn.
+reads the registry without pandas or scikit-learn. Pointer moves also move MLflow's `champion` and
+`candidate` aliases through `churnops.tracking`, which imports mlflow only when
+`MLFLOW_TRACKING_URI` is set and never fails a decision.
 """
 
 from __future__ import annotations
@@ -293,6 +295,11 @@ class Registry:
             details=details,
             decision_id=pointer.get("decision_id"),
         )
+        # MLflow's `champion` alias follows the pointer when tracking is on (a repeat sets it
+        # again, so a first attempt that stopped before this still gets it right).
+        from churnops import tracking
+
+        tracking.on_champion_moved(self, pointer["version"])
 
     def check_promotable(self, version: str) -> dict[str, Any]:
         card = self.card(version)
@@ -617,6 +624,10 @@ class Registry:
             },
             decision_id=record.get("decision_id"),
         )
+        # MLflow's `candidate` alias follows the rollout when tracking is on (as `champion`).
+        from churnops import tracking
+
+        tracking.on_rollout_step(self, record)
 
     # ---- history ----------------------------------------------------------------------------
     def record_decision(

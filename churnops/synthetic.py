@@ -9,9 +9,11 @@ security and support add-ons, long contracts and dependants lower it. Gender has
 Because the mechanism is explicit, `churn_probability` gives every customer's true probability,
 so tests know the best AUC any model can reach on a sample (the "known skill").
 
-`shift` moves some input distributions (covariate shift) and leaves the mechanism alone, for
-drift tests: a preset name (`SHIFT_PRESETS`), several joined by commas, a dict of `Population`
-fields, or a "field=value" string.
+`shift` moves some input distributions (covariate shift) for drift tests: a preset name
+(`SHIFT_PRESETS`), several joined by commas, a dict of `Population` fields, or a "field=value"
+string. One field moves the mechanism itself (concept drift): `fiber_churn_effect`, the log-odds
+fibre adds to churn, which the `fiber_competitor` preset raises; a model trained before it
+underrates fibre customers' churn, so a retrain on the new customers is really better.
 
 Everything is vectorised numpy from one seeded generator: a million rows take a few seconds
 and the same seed gives the same bytes.
@@ -55,6 +57,7 @@ class Population:
     addon_shares: tuple[float, ...] = (0.37, 0.44, 0.44, 0.37, 0.49, 0.49)  # among internet users
     monthly_charge_factor: float = 1.0  # a price rise multiplies every monthly charge
     tenure_scale: float = 1.0  # < 1: a younger customer base
+    fiber_churn_effect: float = 0.8  # log-odds fibre adds to churn (the mechanism, not an input)
 
 
 SHIFT_PRESETS: dict[str, dict[str, Any]] = {
@@ -68,6 +71,8 @@ SHIFT_PRESETS: dict[str, dict[str, Any]] = {
     "new_customers": {"tenure_scale": 0.3},
     # Payment migration to electronic cheques.
     "payment_mix": {"payment_probs": (0.70, 0.10, 0.10, 0.10)},
+    # A competitor's fibre offer: fibre customers churn far more (concept drift, no input moves).
+    "fiber_competitor": {"fiber_churn_effect": 2.0},
 }
 
 
@@ -234,16 +239,20 @@ def generate(
     frame["TotalCharges"] = np.where(tenure == 0, np.nan, np.round(total, 2))
 
     features = pd.DataFrame(frame)
-    probability = churn_probability(features)
+    probability = churn_probability(features, population)
     churn = rng.random(n) < probability
     features[contract.target_column] = _yes(churn)
     return features[contract.column_names]
 
 
-def churn_probability(customers: pd.DataFrame) -> npt.NDArray[np.float64]:
-    """The generator's true churn probability for each customer (the mechanism, not a model).
-    Charges enter relative to the products held, so a price rise changes churn only a little."""
+def churn_probability(
+    customers: pd.DataFrame, population: Population | None = None
+) -> npt.NDArray[np.float64]:
+    """The generator's true churn probability for each customer (the mechanism, not a model)
+    under `population`'s mechanism (default: the base one). Charges enter relative to the
+    products held, so a price rise changes churn only a little."""
     c = customers
+    fiber_effect = (population or Population()).fiber_churn_effect
     tenure = c["tenure"].to_numpy(dtype=float)
     monthly = c["MonthlyCharges"].to_numpy(dtype=float)
     logit = (
@@ -251,7 +260,9 @@ def churn_probability(customers: pd.DataFrame) -> npt.NDArray[np.float64]:
         + np.select([c["Contract"] == "One year", c["Contract"] == "Two year"], [-1.3, -2.6], 0.0)
         - 0.75 * np.log1p(tenure / 6.0)
         + np.select(
-            [c["InternetService"] == "Fiber optic", c["InternetService"] == "No"], [0.8, -0.9], 0.0
+            [c["InternetService"] == "Fiber optic", c["InternetService"] == "No"],
+            [fiber_effect, -0.9],
+            0.0,
         )
         - 0.5 * (c["OnlineSecurity"] == "Yes")
         - 0.5 * (c["TechSupport"] == "Yes")

@@ -109,6 +109,9 @@ DEFAULT_CANARY_SHARE = 0.1
 # What the promote step publishes when the champion pointer moves (the monitoring rule matches it).
 EVENT_SOURCE = "churnops.registry"
 EVENT_PROMOTED = "ChampionPromoted"
+# What the rollout state machine's check publishes when a rollout ends without promotion (an
+# alarm on the candidate, or a person's abort); the monitoring rule forwards it to the alerts.
+EVENT_ROLLED_BACK = "RolloutRolledBack"
 DEFAULT_EVENT_BUS = "default"
 
 # ---- CloudWatch metrics -------------------------------------------------------------------------
@@ -368,6 +371,69 @@ class GateSettings(_EnvSettings):
             raise ChurnOpsError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
 
 
+# ---- the rollout of a challenger that passed the gate --------------------------------------------
+# The candidate's alarms, one per signal the rollout state machine reads at every check: any of
+# them in ALARM rolls the rollout back. Their names end with these (stacks/retrain.py prefixes
+# the deployment's name), and the functions get the full names in ROLLOUT_ALARM_NAMES.
+ROLLOUT_ALARM_SIGNALS = ("errors", "latency", "disagreement", "score-psi")
+# Customers per comparison window of a rollout's candidate with the champion: at 1,000 the PSI of
+# two models that agree stays near 0.01, and a disagreement rate of 5% is measured to about 0.7%.
+DEFAULT_ROLLOUT_COMPARISON_WINDOW = 1000
+
+
+@dataclass(frozen=True)
+class RolloutSettings(_EnvSettings):
+    """How a challenger that passed the gate reaches customers (cdk.json `rollout`; environment
+    ROLLOUT_<FIELD> of the retrain functions): shadow for a bake, canary at a share for a bake,
+    then full (promotion), checking the candidate's alarms every `check_interval_seconds`.
+    The thresholds are the alarms' (CDK builds them); the functions read the rest."""
+
+    ENV_PREFIX: ClassVar[str] = "ROLLOUT_"
+
+    canary_share: float = DEFAULT_CANARY_SHARE
+    # A bake of 0 passes through the stage at the first check with every alarm OK.
+    shadow_bake_seconds: int = 3600
+    canary_bake_seconds: int = 3600
+    check_interval_seconds: int = 60
+    # Customers per comparison of the candidate with the champion (serving's window).
+    comparison_window: int = DEFAULT_ROLLOUT_COMPARISON_WINDOW
+    # Alarms: one period (CloudWatch: 60 s or a multiple for standard-resolution metrics).
+    alarm_period_seconds: int = 60
+    max_candidate_errors: int = 1  # candidate scoring failures per period that roll back
+    max_candidate_p99_ms: float = 1000.0  # p99 of requests the candidate answered
+    # Share of customers whose decision differs from the champion's. A retrain that is really
+    # better moves some decisions near the threshold (13-16% measured on the demo's concept
+    # drift, each model at its own cost-optimal threshold); a broken or inverted model, half.
+    max_disagreement: float = 0.25
+    max_score_psi: float = 0.25  # PSI of candidate scores against the champion's
+
+    def __post_init__(self) -> None:
+        if not 0 < self.canary_share <= 0.5:
+            # SageMaker's canary stage is at most half the traffic too: beyond it, it is the rollout.
+            raise ChurnOpsError(
+                f"{self.label('canary_share')}={self.canary_share} must be in (0, 0.5]"
+            )
+        _at_least(self, "shadow_bake_seconds", 0)
+        _at_least(self, "canary_bake_seconds", 0)
+        _at_least(self, "check_interval_seconds", 1)
+        _at_least(self, "comparison_window", 1)
+        if self.alarm_period_seconds < 60 or self.alarm_period_seconds % 60:
+            raise ChurnOpsError(
+                f"{self.label('alarm_period_seconds')}={self.alarm_period_seconds} must be a "
+                "multiple of 60 (CloudWatch alarms on standard-resolution metrics)"
+            )
+        _at_least(self, "max_candidate_errors", 1)
+        _at_least(self, "max_candidate_p99_ms", 1)
+        if not 0 < self.max_disagreement < 1:
+            raise ChurnOpsError(f"{self.label('max_disagreement')} must be in (0, 1)")
+        _at_least(self, "max_score_psi", 0.001)
+
+
+def rollout_alarm_names(name_prefix: str) -> tuple[str, ...]:
+    """The candidate's alarm names of a deployment named `name_prefix`."""
+    return tuple(f"{name_prefix}-candidate-{signal}" for signal in ROLLOUT_ALARM_SIGNALS)
+
+
 # ---- Lambda: the retrain steps ------------------------------------------------------------------
 # Customers per slice of the snapshot: one slice is in memory at once (churnops.retrain.snapshot).
 DEFAULT_SNAPSHOT_SLICE_ROWS = 250_000
@@ -399,6 +465,12 @@ class RetrainEnvironment(_EnvSettings):
     # step reads a stratified sample of this size, never the whole split.
     train_fit_rows: int = 0
     evaluate_holdout_rows: int = DEFAULT_EVALUATION_HOLDOUT_ROWS
+    # The rollout of a challenger that passed the gate, and the candidate's alarms it reads.
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    rollout_alarm_names: tuple[str, ...] = ()
+    # MLflow's own variable: set, the train step logs each run and registry decisions move the
+    # model aliases (churnops.tracking); empty, mlflow is never imported.
+    mlflow_tracking_uri: str = field(default="", metadata=_env("MLFLOW_TRACKING_URI"))
     powertools_service_name: str = field(
         default=RETRAIN_SERVICE_NAME, metadata=_env("POWERTOOLS_SERVICE_NAME")
     )
@@ -421,9 +493,6 @@ DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 # (bins - 1) / rows per feature: 0.01 for 1,000 customers, far below the 0.2 drift line, while a
 # busy container still closes a window every few minutes.
 DEFAULT_LIVE_DRIFT_WINDOW = 1000
-# Customers per comparison window of a rollout's candidate with the champion: at 1,000 the PSI of
-# two models that agree stays near 0.01, and a disagreement rate of 5% is measured to about 0.7%.
-DEFAULT_ROLLOUT_COMPARISON_WINDOW = 1000
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Batch scoring: the Glue job that scores every customer of a snapshot with the new champion and
-writes one `predictions/` partition per day, and the retrain flow's `.sync` step that runs it.
+writes one `predictions/` partition per day, and the `.sync` step that runs it when a rollout
+reaches full (the rollout state machine, stacks/retrain.py).
 
 The job runs in the database's VPC (stacks.flows.vpc_glue_job); what to score comes with each
 run, from the promote and snapshot steps' results. Its data grants are exact: it reads the
@@ -62,8 +63,8 @@ def batch_scoring(
         registry_uri=registry_uri(registry_bucket.bucket_name),
         input_uri=sfn.JsonPath.string_at("$.snapshot.Payload.uri"),
         curated_bucket=curated_bucket.bucket_name,
-        model_version=sfn.JsonPath.string_at("$.promote.Payload.version"),
-        processing_date=sfn.JsonPath.string_at("$.promote.Payload.processing_date"),
+        model_version=sfn.JsonPath.string_at("$.rollout.Payload.version"),
+        processing_date=sfn.JsonPath.string_at("$.rollout.Payload.processing_date"),
         db_secret_arn=database.secret.secret_arn,
         # The instance secret CDK generates has no dbname: the job is told the name.
         db_name=database.database_name,

@@ -43,9 +43,15 @@ class ChurnOpsStack(Stack):
         )
 
         self.ingestion = Ingestion(self, "Ingestion", settings=config.ingestion, platform=platform)
-        self.retrain = Retrain(self, "Retrain", settings=config.retrain, platform=platform)
+        self.retrain = Retrain(
+            self, "Retrain", settings=config.retrain, platform=platform, rollout=config.rollout
+        )
         self.serving = Serving(
-            self, "Serving", settings=config.serving, registry_bucket=self.storage.registry_bucket
+            self,
+            "Serving",
+            settings=config.serving,
+            registry_bucket=self.storage.registry_bucket,
+            rollout_comparison_window=config.rollout.comparison_window,
         )
         # Serving only reads: the champion pointer, cards and ONNX models under the registry root.
         grant_object_read(
@@ -65,6 +71,7 @@ class ChurnOpsStack(Stack):
             state_machines={
                 "ingest": self.ingestion.state_machine,
                 "retrain": self.retrain.state_machine,
+                "rollout": self.retrain.rollout_state_machine,
             },
             glue_job_names={
                 "ingest": self.ingestion.job.ref,
@@ -91,6 +98,7 @@ class ChurnOpsStack(Stack):
             "DatabaseSecretArn": self.database.secret.secret_arn,
             "IngestStateMachineArn": self.ingestion.state_machine.state_machine_arn,
             "RetrainStateMachineArn": self.retrain.state_machine.state_machine_arn,
+            "RolloutStateMachineArn": self.retrain.rollout_state_machine.state_machine_arn,
             "DashboardName": self.monitoring.dashboard.dashboard_name,
         }
         for name, value in outputs.items():

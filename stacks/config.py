@@ -4,7 +4,7 @@ Context layout (documented key by key in docs/deploy.md):
 
 - `environment`: "dev" or "prod" (`cdk deploy -c environment=prod`).
 - `churnops`: every setting, grouped by construct (`storage`, `alerts`, `database`, `serving`,
-  `monitoring`, `ingestion`, `retrain`) plus shared keys (`name_prefix`, `contract_name`,
+  `monitoring`, `ingestion`, `retrain`, `rollout`) plus shared keys (`name_prefix`, `contract_name`,
   `removal_policy`, `log_retention_days`) that fill the same-named field of any section.
 - `churnops:<environment>`: overrides for that environment, merged key by key over `churnops`
   (prod: retained data, deletion protection, Multi-AZ, a bigger instance, WAF on, ...).
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from churnops.errors import ChurnOpsError
+from churnops.wiring import RolloutSettings
 from stacks.alerts import AlertsSettings
 from stacks.database import DatabaseSettings, log_retention
 from stacks.ingestion import IngestionSettings
@@ -63,6 +64,7 @@ class Config:
     monitoring: MonitoringSettings
     ingestion: IngestionSettings
     retrain: RetrainSettings
+    rollout: RolloutSettings
 
     @property
     def is_prod(self) -> bool:

@@ -30,7 +30,12 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from churnops.contract import get_contract
-from churnops.wiring import BATCH_KEY, ServingEnvironment, registry_uri
+from churnops.wiring import (
+    BATCH_KEY,
+    DEFAULT_ROLLOUT_COMPARISON_WINDOW,
+    ServingEnvironment,
+    registry_uri,
+)
 from stacks.database import log_lifecycle
 from stacks.images import LAMBDA_ARCHITECTURE, SERVING_IMAGE
 
@@ -80,7 +85,10 @@ class Serving(Construct):
         *,
         settings: ServingSettings,
         registry_bucket: s3.IBucket,
+        rollout_comparison_window: int = DEFAULT_ROLLOUT_COMPARISON_WINDOW,
     ) -> None:
+        """`rollout_comparison_window`: customers per comparison of a rollout's candidate with
+        the champion (cdk.json `rollout.comparison_window`)."""
         super().__init__(scope, id)
         self.settings = settings
         log_policy, retention = log_lifecycle(settings)
@@ -115,6 +123,7 @@ class Serving(Construct):
                 contract_name=settings.contract_name,
                 refresh_seconds=settings.champion_refresh_seconds,
                 max_batch_size=settings.max_batch_size,
+                rollout_comparison_window=rollout_comparison_window,
             ).to_env(),
         )
 

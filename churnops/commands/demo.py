@@ -2,8 +2,9 @@
 
 Starts the twin, uploads customers (generated, or `--data FILE.csv`), waits for ingestion, runs
 the retrain flow, shows the promotion decision, calls the REST API with a real HTTP client,
-uploads a drifted batch and shows the drift report from a second retrain, stops the twin and
-prints a summary. On any failure it names the stage and the reason, and leaves nothing running.
+uploads a drifted batch and shows the drift report from a second retrain, follows the rollout a
+challenger that passed is handed to (shadow, canary, full, or a rollback on an alarm) while
+customers keep calling the API, stops the twin and prints a summary. On any failure it names the stage and the reason, and leaves nothing running.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ STAGES = (
     "call the API",
     "upload a drifted batch",
     "drift report",
+    "roll out the challenger",
     "stop the twin",
 )
 # Prices up, a push on monthly contracts and an influx of new customers: the drifted batch is
 # as large as the first one, so the latest data (the whole table) clearly moves away from the
-# champion's reference on tenure and the charges, and not on the untouched features.
-DRIFT_SHIFT = "price_rise,contract_mix,new_customers"
+# champion's reference on tenure and the charges, and not on the untouched features. A
+# competitor's fibre offer also makes fibre customers churn far more (concept drift), which the
+# champion cannot know: the retrain's challenger is really better, and goes out in a rollout.
+DRIFT_SHIFT = "price_rise,contract_mix,new_customers,fiber_competitor"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -138,6 +142,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"  API {api['url']}: churn probabilities {probabilities}",
         f"  drifted batch: {drifted or 'no feature drifted'}; second gate promote="
         f"{(drift.get('decision') or {}).get('promote')}",
+        f"  rollout: {_rollout_line(summary.get('rollout'))}",
         f"  {summary['total_seconds']:.0f}s in total; the twin is stopped, nothing left running",
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -208,7 +213,8 @@ def _run_stages(
     progress.done(f"{drifted_ingest['rows_loaded']} rows loaded")
 
     progress.begin("drift report")
-    second = _retrained(twin, "second retrain flow")
+    # Not waiting for the rollout here: the next stage follows it with customers calling.
+    second = _retrained(twin, "second retrain flow", follow_rollout=False)
     report = _drift_report(twin, second.get("output"))
     if report is None:
         raise ChurnOpsError("the retrain flow produced no drift report")
@@ -220,9 +226,103 @@ def _run_stages(
     }
     progress.done(f"drifted: {', '.join(drifted_features) or 'none'}")
 
+    progress.begin("roll out the challenger")
+    summary["rollout"] = _rolled_out(twin, second.get("output") or {}, data, progress, key)
+    progress.done(_rollout_line(summary["rollout"]))
+
     progress.begin("stop the twin")
     stopped = twin.down(progress=progress.note)
     progress.done(f"daemon {stopped['daemon']} stopped")
+
+
+def _rolled_out(
+    twin: Any, retrain_output: dict[str, Any], data: Path, progress: Progress, api_key: str | None
+) -> dict[str, Any] | None:
+    """Follow the rollout the second retrain started, if its challenger passed the gate, while
+    a client keeps calling POST /predict: each stage as the registry records it, then how it
+    ended and which versions answered the customers meanwhile."""
+    import threading
+
+    handed = retrain_output.get("rollout_execution")
+    if not handed:
+        progress.note("the gate kept the champion: nothing to roll out")
+        return None
+    base = twin.status().get("api_url")
+    # Different customers request after request, as live traffic is: the comparison windows
+    # then hold hundreds of distinct customers, not one batch repeated.
+    customers = api_customers(data, 1000)
+    answered: dict[str, int] = {}
+    stop = threading.Event()
+
+    def call() -> None:  # the API's customers during the rollout (a canary answers some)
+        offset = 0
+        while not stop.wait(0.25):
+            batch = customers[offset : offset + 20]
+            offset = (offset + 20) % (len(customers) - 20)
+            status, body = call_api(base, "POST", "/predict", {"customers": batch}, api_key=api_key)
+            # Per customer: in canary one request is answered by both models.
+            for prediction in body.get("predictions", []) if status == 200 else [{}]:
+                version = str(prediction.get("model_version") or f"HTTP {status}")
+                answered[version] = answered.get(version, 0) + 1
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    seen: set[tuple[str, str]] = set()
+    try:
+        while True:
+            with twin.environment():
+                record = twin.registry().rollout()
+            if record is not None and (record["rollout_id"], record["stage"]) not in seen:
+                seen.add((record["rollout_id"], record["stage"]))
+                progress.note(_stage_line(record))
+            with twin.environment():
+                status = _execution_status(handed["ExecutionArn"])
+            if status != "RUNNING":
+                break
+            time.sleep(0.5)
+        result: dict[str, Any] = twin.follow_rollout(handed["ExecutionArn"])
+    finally:
+        stop.set()
+        caller.join(timeout=30)
+    _require(result["execution"] == "SUCCEEDED", f"rollout {result['execution']}: {_why(result)}")
+    return {
+        "stage": result["stage"],
+        "candidate": result["version"],
+        "alarm": result["alarm"],
+        "stages": [
+            {key: step[key] for key in ("at", "stage", "alarm", "reason")}
+            for step in result["stages"]
+        ],
+        "customers_answered_by": answered,
+    }
+
+
+def _stage_line(record: dict[str, Any]) -> str:
+    """One line per stage the rollout enters, as the registry records it."""
+    stage, candidate = record["stage"], record["version"]
+    if stage == "shadow":
+        return (
+            f"shadow: {candidate} scores every request beside {record['champion_version']}, "
+            "which answers"
+        )
+    if stage == "canary":
+        return f"canary: {candidate} answers {record['canary_share']:.0%} of customers"
+    return f"{stage}: {record['reason']}"
+
+
+def _execution_status(execution_arn: str) -> str:
+    from churnops.aws import client
+
+    return str(client("stepfunctions").describe_execution(executionArn=execution_arn)["status"])
+
+
+def _rollout_line(rollout: dict[str, Any] | None) -> str:
+    if rollout is None:
+        return "none (the gate kept the champion)"
+    path = " -> ".join(step["stage"] for step in rollout["stages"]) or rollout["stage"]
+    if rollout["stage"] == "aborted":
+        return f"{path}: rolled back by {rollout['alarm'] or 'a person'}"
+    return f"{path}: {rollout['candidate']} is champion"
 
 
 def _why(result: dict[str, Any]) -> str:
@@ -243,9 +343,16 @@ def _ingested(twin: Any, path: Path) -> dict[str, Any]:
     return {key: result.get(key) for key in keys}
 
 
-def _retrained(twin: Any, label: str) -> dict[str, Any]:
-    """Run the retrain state machine and insist that the execution succeeded."""
-    result: dict[str, Any] = twin.retrain()
+def _retrained(twin: Any, label: str, *, follow_rollout: bool = True) -> dict[str, Any]:
+    """Run the retrain state machine and insist that the execution succeeded (and, when it is
+    followed, the rollout it handed its challenger to)."""
+    result: dict[str, Any] = twin.retrain(follow_rollout=follow_rollout)
+    rollout = result.get("rollout")
+    if rollout is not None:
+        _require(
+            rollout["execution"] == "SUCCEEDED",
+            f"{label}'s rollout {rollout['execution']}: {_why(rollout)}",
+        )
     _require(result["execution"] == "SUCCEEDED", f"{label} {result['execution']}: {_why(result)}")
     return result
 

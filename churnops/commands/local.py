@@ -1,4 +1,5 @@
-"""`churnops local up|down|status|upload FILE|retrain`: drive the local twin step by step."""
+"""`churnops local up|down|status|upload FILE|retrain|rollout`: drive the local twin step by
+step."""
 
 from __future__ import annotations
 
@@ -45,7 +46,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "retrain", help="start the retrain flow as its schedule would and print the decision"
     )
     retrain.add_argument("--timeout", type=float, default=600.0)
+    retrain.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="do not wait for the rollout a passed challenger is handed to",
+    )
     retrain.set_defaults(func=run_retrain)
+    rollout = actions.add_parser(
+        "rollout",
+        help="the rollout the retrain flow started: status (JSON), or advance / abort it now",
+    )
+    rollout.add_argument("decision", choices=("status", "advance", "abort"))
+    rollout.add_argument("--reason", default=None, help="why (recorded in the registry history)")
+    rollout.add_argument("--actor", default=None, help="who decides (default: OS user)")
+    rollout.set_defaults(func=run_rollout)
 
 
 def _twin(args: argparse.Namespace) -> Any:
@@ -89,9 +103,22 @@ def run_upload(args: argparse.Namespace) -> int:
 
 
 def run_retrain(args: argparse.Namespace) -> int:
-    result = _twin(args).retrain(timeout=args.timeout)
+    result = _twin(args).retrain(timeout=args.timeout, follow_rollout=not args.no_follow)
     _print(result)
-    return 0 if result["execution"] == "SUCCEEDED" else 1
+    rollout = result.get("rollout") or {"execution": "SUCCEEDED"}
+    return 0 if result["execution"] == rollout["execution"] == "SUCCEEDED" else 1
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    from churnops.commands.train import default_actor
+
+    twin = _twin(args)
+    if args.decision == "status":
+        _print(twin.rollout_status())
+        return 0
+    reason = args.reason or f"manual {args.decision} (churnops local rollout {args.decision})"
+    _print(twin.decide_rollout(args.decision, actor=args.actor or default_actor(), reason=reason))
+    return 0
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +144,7 @@ def _summary(state: dict[str, Any]) -> dict[str, Any]:
         "watched_prefix": layout.get("watched_prefix"),
         "ingest_state_machine": layout.get("ingest_state_machine"),
         "retrain_state_machine": layout.get("retrain_state_machine"),
+        "rollout_state_machine": layout.get("rollout_state_machine"),
         "registry": layout.get("registry_uri"),
         "try": {
             # as the twin's operator: the twin checks IAM, and an IAM user's key takes no token

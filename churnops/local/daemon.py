@@ -31,6 +31,25 @@ LOG = logging.getLogger("churnops.twin")
 # The twin retrains in seconds, not weeks: the API picks up a new champion within this many
 # seconds instead of the deployed default (ServingEnvironment.refresh_seconds, 30).
 TWIN_CHAMPION_REFRESH_SECONDS = "2"
+# CloudWatch evaluates alarms on its own; moto never does, so the daemon evaluates every alarm
+# this often (churnops.local.moto_ext.cloudwatch.evaluate_alarms). Seconds, not AWS's minute: a
+# twin rollout bakes for seconds. 0 turns evaluation off.
+ALARM_SECONDS_ENV = "CHURNOPS_TWIN_ALARM_SECONDS"
+DEFAULT_ALARM_SECONDS = 5.0
+
+
+def alarm_seconds(environ: Any = None) -> float:
+    """How often the daemon evaluates alarms: `CHURNOPS_TWIN_ALARM_SECONDS`, else 5 s."""
+    raw = str((os.environ if environ is None else environ).get(ALARM_SECONDS_ENV, "")).strip()
+    if not raw:
+        return DEFAULT_ALARM_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{ALARM_SECONDS_ENV}={raw!r} is not a number of seconds") from None
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"{ALARM_SECONDS_ENV}={raw!r} must be 0 (off) or more")
+    return seconds
 
 
 class StateFile:
@@ -105,6 +124,7 @@ def _start(
     from churnops.local.mariadb import PrivateMariaDB
     from churnops.local.provision import DatabaseEndpoint, Provisioner
 
+    seconds = alarm_seconds()  # a bad setting fails the start before anything runs
     # 1. moto, reached by everything in this process (handlers, Glue scripts) through the env
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -155,7 +175,12 @@ def _start(
     )
     runner.assume_role = moto_iam.assume_role_as_service
     moto_iam.enforce_iam()
-    state.update(layout=layout.to_json(), iam_enforced=True, stage="api")
+    # Alarms change state from here on, with their actions and EventBridge events (the drift
+    # alarm's rule starts a retrain; a rollout reads its candidate's alarms).
+    if seconds > 0:
+        evaluator = moto_ext.AlarmEvaluator(seconds).start()
+        cleanups.append(("alarm evaluation", evaluator.stop))
+    state.update(layout=layout.to_json(), iam_enforced=True, alarm_seconds=seconds, stage="api")
     if stop.is_set():
         return
 

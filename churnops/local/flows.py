@@ -162,8 +162,9 @@ class TwinFlows(abc.ABC):
         with self.environment():
             return self._audit_rows()
 
-    def retrain(self, *, timeout: float = 600.0) -> dict[str, Any]:
-        """Start the retrain flow with the input its schedule would give it, and wait."""
+    def retrain(self, *, timeout: float = 600.0, follow_rollout: bool = True) -> dict[str, Any]:
+        """Start the retrain flow with the input its schedule would give it, and wait; with
+        `follow_rollout`, wait for the rollout it hands a passed challenger to as well."""
         from churnops.aws import client
 
         with self.environment() as state:
@@ -189,7 +190,94 @@ class TwinFlows(abc.ABC):
                 result["error"] = described.get("error")
                 result["cause"] = described.get("cause")
                 result["failed_step"] = failed_step(execution)
+            handed = (result.get("output") or {}).get("rollout_execution") or {}
+            if follow_rollout and handed.get("ExecutionArn"):
+                result["rollout"] = self.follow_rollout(handed["ExecutionArn"], timeout=timeout)
             return result
+
+    def follow_rollout(self, execution_arn: str, *, timeout: float = 600.0) -> dict[str, Any]:
+        """Wait for a rollout execution; its outcome and the stages it went through, from the
+        registry's history (what, when, why, which alarm)."""
+        with self.environment():
+            described = self.wait_execution(execution_arn, timeout)
+            result: dict[str, Any] = {"execution": described["status"]}
+            output = json.loads(described.get("output") or "{}")
+            ended = ((output.get("rollout") or {}).get("Payload")) or {}
+            result.update(
+                stage=ended.get("stage"),
+                version=ended.get("version"),
+                rollout_id=ended.get("rollout_id"),
+                alarm=ended.get("alarm"),
+            )
+            if described["status"] != "SUCCEEDED":
+                result["error"] = described.get("error")
+                result["cause"] = described.get("cause")
+                result["failed_step"] = failed_step(execution_arn)
+            result["stages"] = (
+                self._rollout_steps(ended["rollout_id"]) if ended.get("rollout_id") else []
+            )
+            return result
+
+    def _rollout_steps(self, rollout_id: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "at": entry["at"],
+                "action": entry["action"],
+                "stage": entry["details"].get("stage"),
+                "actor": entry["actor"],
+                "alarm": entry["details"].get("alarm"),
+                "reason": entry["reason"],
+            }
+            for entry in self.registry().history()
+            if entry["action"].startswith("rollout_")
+            and (entry.get("details") or {}).get("rollout_id") == rollout_id
+        ]
+
+    def rollout_status(self) -> dict[str, Any]:
+        """The rollout in the registry, the champion, the candidate's alarms and the rollout
+        state machine's latest execution."""
+        from churnops.aws import client
+
+        with self.environment() as state:
+            layout = state["layout"]
+            registry = self.registry()
+            record = registry.rollout()
+            champion = registry.champion()
+            alarms: dict[str, Any] = {}
+            names = layout.get("rollout_alarm_names") or []
+            if names:
+                described = client("cloudwatch").describe_alarms(AlarmNames=names)
+                alarms = {
+                    a["AlarmName"]: {"state": a["StateValue"], "reason": a.get("StateReason")}
+                    for a in described.get("MetricAlarms", [])
+                }
+            execution = None
+            if layout.get("rollout_state_machine"):
+                runs = client("stepfunctions").list_executions(
+                    stateMachineArn=layout["rollout_state_machine"], maxResults=1000
+                )["executions"]
+                if runs:
+                    latest = max(runs, key=lambda run: run["startDate"])
+                    execution = {"name": latest["name"], "status": latest["status"]}
+            return {
+                "champion": champion["version"] if champion else None,
+                "active": registry.active_rollout() is not None,
+                "rollout": record,
+                "candidate_alarms": alarms,
+                "latest_execution": execution,
+                "steps": self._rollout_steps(record["rollout_id"]) if record else [],
+            }
+
+    def decide_rollout(self, decision: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """A person's `advance` or `abort` of the active rollout; the running rollout state
+        machine sees it at its next check (full: it batch-scores; aborted: it alerts)."""
+        with self.environment():
+            registry = self.registry()
+            if decision == "advance":
+                return registry.advance_rollout(actor=actor, reason=reason)
+            if decision == "abort":
+                return registry.abort_rollout(actor=actor, reason=reason)
+            raise ChurnOpsError(f"a rollout is advanced or aborted, not {decision!r}")
 
     def registry(self) -> Registry:
         """The twin's model registry (use inside `environment()`)."""

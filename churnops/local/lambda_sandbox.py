@@ -14,6 +14,11 @@ What Lambda does and the twin therefore does (sources in the comments where each
   the caller gets `Sandbox.Timedout`.
 - **Memory.** The worker's resident memory is sampled while it runs; above the function's memory
   size it is killed and the caller gets `Runtime.OutOfMemory`.
+- **Logs and embedded metrics.** What the function writes goes to the twin's log under its name,
+  as Lambda sends it to the function's log group. A line that is an embedded metric format (EMF)
+  document is also handed to the EMF sink (`set_emf_sink`), standing for CloudWatch Logs, which
+  extracts the metrics on its own account, not the function's role: no request of the function
+  is involved (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
 """
 
 from __future__ import annotations
@@ -80,6 +85,32 @@ class Invocation:
 
 
 Credentials = Callable[[FunctionSpec], Mapping[str, str]]
+# Where an EMF document a function logged goes (CloudWatch Logs' metric extraction): the extension
+# layer sets it when installed (`churnops.local.moto_ext.install`), None leaves logs as logs.
+EmfSink = Callable[[FunctionSpec, dict[str, Any]], None]
+_emf_sink: EmfSink | None = None
+
+
+def set_emf_sink(sink: EmfSink | None) -> EmfSink | None:
+    """Hand the EMF documents functions log to `sink` from now on; returns the previous sink."""
+    global _emf_sink
+    previous, _emf_sink = _emf_sink, sink
+    return previous
+
+
+def emf_document(line: str) -> dict[str, Any] | None:
+    """The log line as an EMF document, or None. The spec: the log event "MUST be a valid JSON
+    object with no additional data at the beginning or end" and carry the metadata member `_aws`
+    (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html,
+    "Root node"). Whether the rest of it is valid is the sink's business, as it is CloudWatch's."""
+    text = line.strip()
+    if not text.startswith("{") or '"_aws"' not in text:  # cheap: most lines are not EMF
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) and "_aws" in document else None
 
 
 def _error_payload(error_type: str, message: str, stack: list[str] | None = None) -> bytes:
@@ -103,7 +134,11 @@ class _Worker:
         self.spec = spec
         self.peak_rss_mb = 0.0
         self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", WORKER_MODULE],
+            # -u: what the handler writes reaches its logs as it writes it, not when a buffer
+            # fills or the environment ends. Lambda's Python runtime does the same: its bootstrap
+            # wraps sys.stdout and sys.stderr in `Unbuffered` (aws-lambda-python-runtime-interface-
+            # client, awslambdaric/bootstrap.py, `run`); EMF metrics depend on it.
+            [sys.executable, "-u", "-m", WORKER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -117,8 +152,16 @@ class _Worker:
 
     def _pump_logs(self) -> None:
         assert self.process.stderr is not None
-        for line in self.process.stderr:
-            LOG.info("%s: %s", self.spec.name, line.decode(errors="replace").rstrip())
+        for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            LOG.info("%s: %s", self.spec.name, line)
+            sink = _emf_sink
+            document = emf_document(line) if sink is not None else None
+            if sink is not None and document is not None:
+                try:
+                    sink(self.spec, document)
+                except Exception:  # a sink's failure must not stop the function's log stream
+                    LOG.exception("%s: embedded metrics not extracted", self.spec.name)
 
     def _rss_mb(self) -> float:
         try:

@@ -15,10 +15,13 @@ module reads the synthesized template and makes the equivalent API calls itself:
 | AWS::Lambda::Function (container images) | function with ImageConfig.Command and Environment     |
 | AWS::StepFunctions::StateMachine         | state machine with the resolved definition            |
 | AWS::Events::Rule, AWS::Scheduler::Schedule | rule / schedule with pattern, targets, input       |
+| AWS::CloudWatch::Alarm                   | alarm with its metric (or metric math), threshold,    |
+|                                          | periods, missing-data treatment and actions; the twin |
+|                                          | evaluates it (`moto_ext.cloudwatch.evaluate_alarms`)  |
 
 Values are resolved by `churnops/local/template.py`; what is what (the ingest flow, the API's
-function, ...) is found by `churnops/local/roles.py`. Everything else in the template (VPC, IAM,
-RDS, API Gateway, alarms, CDK's deploy-time helper functions) has no twin counterpart or is
+function, ...) is found by `churnops/local/roles.py`. Everything else in the template (VPC, RDS,
+API Gateway, the dashboard, CDK's deploy-time helper functions) has no twin counterpart or is
 served by another stand-in, and is skipped on purpose.
 
 Every function, Glue job, state machine, rule target and schedule is created with the role the
@@ -81,6 +84,7 @@ class TwinLayout(Roles):
     topics: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     iam_roles: dict[str, str] = field(default_factory=dict)  # role logical ID -> role ARN
+    alarms: dict[str, str] = field(default_factory=dict)  # alarm logical ID -> alarm name
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,6 +132,7 @@ class Provisioner:
         self._state_machines()
         self._rules()
         self._schedules()
+        self._alarms()
         self.layout = dataclasses.replace(self.layout, **vars(discover(self.template)))
         return self.layout
 
@@ -429,3 +434,68 @@ class Provisioner:
             with contextlib.suppress(scheduler.exceptions.ConflictException):
                 scheduler.create_schedule(**kwargs)
             self.layout.schedules[logical_id] = name
+
+    def _alarms(self) -> None:
+        """Every AWS::CloudWatch::Alarm through PutMetricAlarm: CloudFormation's properties are the
+        API's parameters under the same names
+        (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-cloudwatch-alarm.html).
+        Actions keep the ARNs the template gives (the topics above). A new alarm starts
+        INSUFFICIENT_DATA, as on AWS, until the twin evaluates it."""
+        cloudwatch = aws.client("cloudwatch")
+        for logical_id, resource in self.template.of_type("AWS::CloudWatch::Alarm"):
+            props = self.template.resolve(resource.get("Properties", {}))
+            name = self.template.name_of(logical_id)
+            kwargs: dict[str, Any] = {"AlarmName": name}
+            for key, cast in _ALARM_PROPERTIES.items():
+                if props.get(key) is not None:
+                    kwargs[key] = cast(props[key])
+            cloudwatch.put_metric_alarm(**kwargs)
+            self.layout.alarms[logical_id] = name
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(item) for item in value]
+
+
+# AWS::CloudWatch::Alarm property -> how PutMetricAlarm takes it (a template may hold numbers as
+# strings; the API's types are strict).
+_ALARM_PROPERTIES: dict[str, Any] = {
+    "AlarmDescription": str,
+    "ActionsEnabled": _flag,
+    "AlarmActions": _strings,
+    "OKActions": _strings,
+    "InsufficientDataActions": _strings,
+    "MetricName": str,
+    "Namespace": str,
+    "Statistic": str,
+    "ExtendedStatistic": str,
+    "Dimensions": lambda dims: [{"Name": str(d["Name"]), "Value": str(d["Value"])} for d in dims],
+    "Period": int,
+    "Unit": str,
+    "EvaluationPeriods": int,
+    "DatapointsToAlarm": int,
+    "Threshold": float,
+    "ComparisonOperator": str,
+    "TreatMissingData": str,
+    "EvaluateLowSampleCountPercentile": str,
+    "Metrics": lambda queries: [_metric_query(query) for query in queries],
+    "ThresholdMetricId": str,
+    "Tags": lambda tags: [{"Key": str(t["Key"]), "Value": str(t["Value"])} for t in tags],
+}
+
+
+def _metric_query(query: dict[str, Any]) -> dict[str, Any]:
+    """A metric math alarm's MetricDataQuery, typed as PutMetricAlarm takes it."""
+    typed = dict(query)
+    if "Period" in typed:
+        typed["Period"] = int(typed["Period"])
+    if "ReturnData" in typed:
+        typed["ReturnData"] = _flag(typed["ReturnData"])
+    stat = typed.get("MetricStat")
+    if stat is not None:
+        typed["MetricStat"] = {**stat, "Period": int(stat["Period"])}
+    return typed

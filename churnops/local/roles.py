@@ -34,11 +34,15 @@ class Roles:
     ingest_key_path: list[str | int] | None = None
     retrain_state_machine: str | None = None
     retrain_schedule: str | None = None
+    # The state machine the retrain flow hands a challenger that passed to (its rollout).
+    rollout_state_machine: str | None = None
     serving_function: str | None = None
     serving_handler: str | None = None
     serving_environment: dict[str, str] = field(default_factory=dict)
     registry_uri: str | None = None
     curated_bucket: str | None = None
+    # The candidate's alarms the rollout reads (the retrain functions' ROLLOUT_ALARM_NAMES).
+    rollout_alarm_names: list[str] = field(default_factory=list)
     db_secret_arn: str | None = None
     database_name: str | None = None
 
@@ -58,6 +62,8 @@ def discover(template: Template) -> Roles:
             environment.setdefault(key, value)
     roles.registry_uri = environment.get(ServingEnvironment.env_names()["registry_uri"])
     roles.curated_bucket = environment.get(RetrainEnvironment.env_names()["curated_bucket"])
+    alarms = environment.get(RetrainEnvironment.env_names()["rollout_alarm_names"]) or ""
+    roles.rollout_alarm_names = [name for name in alarms.split(",") if name]
     return roles
 
 
@@ -119,20 +125,27 @@ def _ingest(template: Template, roles: Roles) -> None:
 
 def _retrain(template: Template, roles: Roles) -> None:
     """The state machine a schedule starts (an EventBridge Scheduler schedule, else a scheduled
-    EventBridge rule)."""
+    EventBridge rule), and the one its definition starts (the rollout)."""
+    machine = None
     for logical_id, resource in template.of_type("AWS::Scheduler::Schedule"):
         target = resource["Properties"]["Target"]
-        for _, machine in _machine_targets(template, [target]):
-            roles.retrain_state_machine = template.get_att(machine, "Arn")
+        for _, found in _machine_targets(template, [target]):
+            machine = found
             roles.retrain_schedule = template.name_of(logical_id)
-    if roles.retrain_state_machine is not None:
+    if machine is None:
+        for logical_id, resource in template.of_type("AWS::Events::Rule"):
+            props = resource.get("Properties", {})
+            targets = _machine_targets(template, props.get("Targets") or [])
+            if props.get("ScheduleExpression") and targets:
+                machine = targets[0][1]
+                roles.retrain_schedule = template.name_of(logical_id)
+    if machine is None:
         return
-    for logical_id, resource in template.of_type("AWS::Events::Rule"):
-        props = resource.get("Properties", {})
-        targets = _machine_targets(template, props.get("Targets") or [])
-        if props.get("ScheduleExpression") and targets:
-            roles.retrain_state_machine = template.get_att(targets[0][1], "Arn")
-            roles.retrain_schedule = template.name_of(logical_id)
+    roles.retrain_state_machine = template.get_att(machine, "Arn")
+    definition = template.resources[machine].get("Properties", {}).get("DefinitionString")
+    started = [m for m in template.references(definition, _STATE_MACHINE) if m != machine]
+    if started:
+        roles.rollout_state_machine = template.get_att(started[0], "Arn")
 
 
 def _serving(template: Template, roles: Roles) -> None:

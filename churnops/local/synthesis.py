@@ -21,6 +21,18 @@ _SYNTH_INPUTS = ("app.py", "cdk.json", "stacks", "glue_jobs", "containers", "chu
 
 Progress = Callable[[str], None]
 
+# The twin's own settings over cdk.json, as `cdk synth -c` overrides (the way a user overrides one
+# key): rollout bakes of seconds rather than hours, checked every two seconds, and a comparison
+# window a test's few hundred customers complete (the daemon shortens serving's champion check,
+# TWIN_CHAMPION_REFRESH_SECONDS, so serving follows a stage at once). Everything else deploys as
+# configured.
+TWIN_CONTEXT = {
+    "churnops.rollout.shadow_bake_seconds": "15",
+    "churnops.rollout.canary_bake_seconds": "15",
+    "churnops.rollout.check_interval_seconds": "2",
+    "churnops.rollout.comparison_window": "200",
+}
+
 
 def quiet(_: str) -> None:
     return None
@@ -31,6 +43,7 @@ def synth_fingerprint(repo_root: Path = REPO_ROOT) -> str:
     names each asset by the absolute path of its source, so a second clone with the same bytes
     (or a clone since deleted) must not reuse another clone's assembly."""
     digest = hashlib.sha256(str(repo_root.resolve()).encode())
+    digest.update(repr(sorted(TWIN_CONTEXT.items())).encode())
     for name in _SYNTH_INPUTS:
         path = repo_root / name
         files = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
@@ -66,7 +79,8 @@ def synthesize(repo_root: Path = REPO_ROOT, progress: Progress = quiet) -> Path:
     result = subprocess.run(  # noqa: S603 - the project's own CDK CLI, fixed arguments
         # --no-staging: the assembly names each asset's source instead of copying it (the twin
         # runs the sources; copies of the build contexts would only fill the cache)
-        [str(cdk), "synth", "--quiet", "--no-staging", "--output", str(tmp)],
+        [str(cdk), "synth", "--quiet", "--no-staging", "--output", str(tmp)]
+        + [arg for key, value in TWIN_CONTEXT.items() for arg in ("-c", f"{key}={value}")],
         cwd=repo_root,
         env=env,
         capture_output=True,

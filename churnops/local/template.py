@@ -36,6 +36,7 @@ _NAME_LIMITS = {
     "AWS::IAM::Role": 64,
     "AWS::IAM::ManagedPolicy": 128,
     "AWS::Logs::LogGroup": 512,
+    "AWS::CloudWatch::Alarm": 255,
 }
 _NAME_PROPERTY = {
     "AWS::S3::Bucket": "BucketName",
@@ -51,6 +52,7 @@ _NAME_PROPERTY = {
     "AWS::IAM::Role": "RoleName",
     "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
     "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::CloudWatch::Alarm": "AlarmName",
 }
 
 
@@ -186,6 +188,8 @@ class Template:
             return f"arn:aws:kms:{region}:{account}:key/{key_id}" if attribute == "Arn" else key_id
         if kind == "AWS::Logs::LogGroup":
             return f"arn:aws:logs:{region}:{account}:log-group:{self.name_of(logical_id)}:*"
+        if kind == "AWS::CloudWatch::Alarm":  # rules match an alarm's state changes by its ARN
+            return f"arn:aws:cloudwatch:{region}:{account}:alarm:{self.name_of(logical_id)}"
         if kind == "AWS::SecretsManager::Secret":
             return self.secret_arn(logical_id)
         if kind in ("AWS::RDS::DBInstance", "AWS::RDS::DBCluster") and self.database:

@@ -5,8 +5,10 @@ its own key as the Lambda invoke result: `state["snapshot"]["Payload"]`, ...) an
 JSON-safe dict of S3 URIs, ids and figures, never data. The handlers in
 `lambdas/retrain/handlers.py` only build `RetrainEnv` from the environment and call these.
 
-Nothing before `promote_step` writes the champion pointer; `promote_step` writes it only
-conditionally on the ETag the evaluate step saw.
+Nothing here writes the champion pointer. A challenger that passed the gate goes on to its
+rollout (churnops/retrain/rollout.py, the rollout state machine), which promotes it directly
+only when there is no champion yet, and otherwise stage by stage, always conditionally on the
+ETag the evaluate step saw.
 
 Memory is bounded by settings, not by the customer table: the snapshot holds one slice of
 `snapshot_slice_rows` customers at a time, drift one part, train a sample of at most
@@ -16,7 +18,6 @@ customers plus one part (churnops/retrain/snapshot.py and sampling.py say how ea
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from churnops.wiring import (
     STATUS_ELIGIBLE,
     GateSettings,
     RetrainEnvironment,
+    RolloutSettings,
     snapshot_run_prefix,
 )
 
@@ -72,6 +74,9 @@ class RetrainEnv:
     training_fit_rows: int | None = None
     evaluation_holdout_rows: int = DEFAULT_EVALUATION_HOLDOUT_ROWS
     metrics_namespace: str = METRICS_NAMESPACE
+    # The rollout of a challenger that passed the gate (churnops.retrain.rollout).
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    rollout_alarm_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("snapshot_slice_rows", "training_fit_rows", "evaluation_holdout_rows"):
@@ -99,6 +104,8 @@ class RetrainEnv:
             training_fit_rows=env.train_fit_rows or None,
             evaluation_holdout_rows=env.evaluate_holdout_rows,
             metrics_namespace=env.metrics_namespace,
+            rollout=env.rollout,
+            rollout_alarm_names=env.rollout_alarm_names,
         )
 
     def training_options(self) -> TrainingOptions:
@@ -236,8 +243,13 @@ def train_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         )
     # The drift report of this run goes with the version trained on the same data.
     registry.write_extra(version, DRIFT_REPORT, snap.get_bytes(drift["report_uri"]))
+    # Experiment tracking is optional (MLFLOW_TRACKING_URI); the module imports mlflow only then.
+    from churnops import tracking
+
+    mlflow_run_id = tracking.log_training_run(registry, version, result.files)
     return json_object(
         {
+            **({"mlflow_run_id": mlflow_run_id} if mlflow_run_id else {}),
             "version": version,
             "status": result.status,
             "status_reason": result.reason,
@@ -325,8 +337,8 @@ def evaluate_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-# ---- 5. promote / reject ------------------------------------------------------------------------
-def _decision_details(state: Mapping[str, Any], verdict: Mapping[str, Any]) -> dict[str, Any]:
+# ---- 5. reject (a challenger that passed goes to churnops.retrain.rollout) -----------------
+def decision_details(state: Mapping[str, Any], verdict: Mapping[str, Any]) -> dict[str, Any]:
     taken = result_of(state, "snapshot")
     return {
         "run_id": taken["run_id"],
@@ -340,35 +352,6 @@ def _decision_details(state: Mapping[str, Any], verdict: Mapping[str, Any]) -> d
     }
 
 
-def promote_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
-    from churnops.retrain.promote import processing_date, promote
-
-    verdict = result_of(state, "evaluate")
-    if not verdict.get("promote"):
-        raise ChurnOpsError("the gate did not pass this challenger; refusing to promote it")
-    pointer = promote(
-        env.registry,
-        verdict["challenger_version"],
-        expected_etag=verdict["champion_etag"],
-        reason=f"retrain gate passed: {verdict['summary']}",
-        details=_decision_details(state, verdict),
-        actor=ACTOR,
-        event_bus=env.event_bus,
-    )
-    return json_object(
-        {
-            "version": pointer["version"],
-            "previous_version": pointer["previous_version"],
-            "sequence": pointer["sequence"],
-            # The date of the promotion itself, not of this call: a retry after midnight UTC
-            # must batch-score into the same partition as the first attempt would have.
-            "processing_date": processing_date(
-                dt.datetime.fromisoformat(str(pointer["updated_at"]).replace("Z", "+00:00"))
-            ),
-        }
-    )
-
-
 def reject_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     from churnops.retrain.reject import reject
 
@@ -378,7 +361,7 @@ def reject_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
         env.registry,
         verdict["challenger_version"],
         reasons=reasons,
-        details=_decision_details(state, verdict),
+        details=decision_details(state, verdict),
         actor=ACTOR,
     )
     return json_object(

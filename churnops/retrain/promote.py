@@ -107,19 +107,27 @@ def publish_promotion(
         "decision_id": pointer.get("decision_id"),
         **{k: v for k, v in details.items() if k in ("primary_metric", "difference", "run_id")},
     }
+    publish_registry_event(EVENT_PROMOTED, detail, event_bus=event_bus)
+
+
+def publish_registry_event(
+    detail_type: str, detail: dict[str, Any], *, event_bus: str = DEFAULT_EVENT_BUS
+) -> None:
+    """One `churnops.registry` event on `event_bus`. A refused entry is logged, never raised:
+    the decision it reports stands (the pointer moved), and a lost notification must not undo
+    it."""
     response = aws.client("events").put_events(
         Entries=[
             {
                 "Source": EVENT_SOURCE,
-                "DetailType": EVENT_PROMOTED,
+                "DetailType": detail_type,
                 "Detail": json.dumps(detail, default=str),
                 "EventBusName": event_bus,
             }
         ]
     )
     if response.get("FailedEntryCount"):
-        # The promotion itself stands (the pointer moved); a lost notification must not undo it.
-        log.error("ChampionPromoted event not accepted: %s", response.get("Entries"))
+        log.error("%s event not accepted: %s", detail_type, response.get("Entries"))
 
 
 def processing_date(moment: dt.datetime | None = None) -> str:

@@ -275,6 +275,17 @@ class ServingApp:
         if model is None:
             return self._no_champion()
         scores = self._score(model, ROLE_CHAMPION, customers, telemetry)
+        if served.unservable is not None:
+            # Counted as a failure of the candidate on every request (the champion answers):
+            # what its error alarm must see to roll the rollout back.
+            record = served.unservable
+            telemetry.versions[record["version"]] = VersionTelemetry(ROLE_CANDIDATE, errors=1)
+            telemetry.rollout = {
+                "rollout_id": record["rollout_id"],
+                "stage": record["stage"],
+                "candidate_version": record["version"],
+                "candidate_error": "unservable",
+            }
         candidate = served.candidate
         if candidate is None:
             predictions = model.predict(customers, scores)

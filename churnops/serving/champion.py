@@ -61,6 +61,10 @@ class Served:
 
     champion: ServingModel | None
     candidate: Candidate | None = None
+    # An active rollout whose candidate cannot be served (a broken graph, another contract):
+    # every request counts as a failure of that candidate, so its error alarm rolls it back
+    # instead of the rollout advancing on silence.
+    unservable: dict[str, Any] | None = None
 
 
 class ChampionWatcher:
@@ -85,6 +89,7 @@ class ChampionWatcher:
         self._candidate: Candidate | None = None
         self._rollout_etag: str | None = None
         self._refused_rollout_etag: str | None = None
+        self._unservable: dict[str, Any] | None = None
         self.rollout_error: str | None = None  # why an active rollout's candidate is not loaded
         self._served = Served(None)
 
@@ -139,12 +144,12 @@ class ChampionWatcher:
             except Exception as err:  # as for the champion: retried at the next check
                 self.rollout_error = f"{type(err).__name__}: {err}"
                 log.warning("rollout refresh failed: %s", self.rollout_error)
-            candidate = self._candidate
+            candidate, unservable = self._candidate, self._unservable
             if candidate is not None and (
                 self._model is None or candidate.model.version == self._model.version
             ):
                 candidate = None  # promoted (or nothing to compare with): the champion alone
-            self._served = Served(self._model, candidate)
+            self._served = Served(self._model, candidate, unservable)
 
     def _load(self, etag: str | None) -> None:
         if etag is None:
@@ -177,11 +182,16 @@ class ChampionWatcher:
             if self._candidate is not None:
                 log.info("rollout %s ended; candidate unloaded", self._candidate.rollout_id)
             self._candidate, self._rollout_etag, self.rollout_error = None, etag, None
+            self._unservable = None
             return
-        model = self._model_for(
-            record["version"], refuse=lambda: setattr(self, "_refused_rollout_etag", etag)
-        )
+
+        def refuse() -> None:
+            self._refused_rollout_etag = etag
+            self._candidate, self._unservable = None, record
+
+        model = self._model_for(record["version"], refuse=refuse)
         self._candidate, self._rollout_etag = Candidate(record, model), etag
+        self._unservable = None
         self.rollout_error = None
         log.info(
             "rollout %s: candidate %s in %s beside champion %s",

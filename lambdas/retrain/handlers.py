@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from churnops.retrain import flow
+from churnops.retrain import rollout as rollout_steps
 
 logging.getLogger().setLevel(logging.INFO)
 log = logging.getLogger("churnops.retrain")
@@ -44,7 +45,9 @@ snapshot = _handler("snapshot", flow.snapshot_step)
 drift = _handler("drift", flow.drift_step)
 train = _handler("train", flow.train_step)
 evaluate = _handler("evaluate", flow.evaluate_step)
-# Safe for Step Functions to retry with the same state, even after the pointer moved: the move
-# carries the run's decision id, so the retry returns it (churnops/retrain/promote.py).
-promote = _handler("promote", flow.promote_step)
 reject = _handler("reject", flow.reject_step)
+# The rollout state machine's steps. Safe for Step Functions to retry with the same state, even
+# after a pointer moved: each write carries a decision id, so a retry returns what it wrote
+# (churnops/retrain/rollout.py).
+rollout = _handler("rollout", rollout_steps.rollout_step)
+rollout_check = _handler("rollout_check", rollout_steps.rollout_check_step)

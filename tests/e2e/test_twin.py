@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -20,15 +19,6 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.mariadb, pytest.mark.cdk]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def services(need_service) -> None:
-    from churnops.local import mariadb
-
-    need_service(shutil.which("java") is not None, "Java (for local Spark)")
-    need_service(mariadb.available(), "MariaDB server binaries")
-    need_service((REPO / "node_modules" / ".bin" / "cdk").is_file(), "the CDK CLI")
 
 
 @pytest.fixture(scope="module")
@@ -510,9 +500,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(services, tmp_path):
             "churnops",
             "demo",
             "--rows",
-            "2000",
+            "3000",
             "--drift-rows",
-            "2000",
+            "3000",
             "--state-dir",
             str(state_dir),
         ],
@@ -524,10 +514,21 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(services, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    assert summary["ingest"]["rows_loaded"] == 2000
+    assert summary["ingest"]["rows_loaded"] == 3000
     assert summary["retrain"]["champion"]["version"]
     assert len(summary["api"]["predictions"]) == 3
     assert summary["drift"]["drifted_features"]
+    # The drifted batch's concept drift makes the second challenger really better: it goes
+    # through every stage of its rollout while customers call the API (seeded: repeatable)
+    rollout = summary["rollout"]
+    assert rollout is not None, summary["drift"]["decision"]
+    assert [step["stage"] for step in rollout["stages"]] == ["shadow", "canary", "full"], rollout
+    assert rollout["stage"] == "full" and rollout["alarm"] is None
+    assert set(rollout["customers_answered_by"]) <= {
+        summary["retrain"]["champion"]["version"],
+        rollout["candidate"],
+    }
+    assert "shadow -> canary -> full" in result.stderr
     from churnops.local.twin import Twin
 
     assert _processes_of(Twin(state_dir)) == []

@@ -246,3 +246,34 @@ def test_outputs_tell_the_user_where_things_are(template: Template) -> None:
     outputs = template.to_json()["Outputs"]
     for name in ("RawBucketName", "ApiUrl", "ApiKeyId", "RegistryUri", "DashboardName"):
         assert name in outputs, name
+
+
+def test_rollout_and_tracking_settings_reach_the_functions_that_read_them(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.infra.conftest import synthesize_app
+
+    synthesized = synthesize_app(
+        str(tmp_path_factory.mktemp("rollout-cdk-out")),
+        **{
+            "churnops.rollout.comparison_window": "300",
+            "churnops.rollout.canary_share": "0.05",
+            "churnops.retrain.mlflow_tracking_uri": "https://mlflow.example.com",
+        },
+    )
+    functions = synthesized.template.find_resources("AWS::Lambda::Function")
+    variables = {
+        # The serving image's CMD is its Dockerfile's; the retrain steps name theirs.
+        f["Properties"].get("ImageConfig", {}).get("Command", ["serving"])[0]: f["Properties"]
+        .get("Environment", {})
+        .get("Variables", {})
+        for f in functions.values()
+        if f["Properties"].get("PackageType") == "Image"
+    }
+    # Serving compares candidate and champion over the rollout's window.
+    assert variables["serving"]["ROLLOUT_COMPARISON_WINDOW"] == "300"
+    assert "MLFLOW_TRACKING_URI" not in variables["serving"]
+    for step in ("train", "rollout", "rollout_check"):
+        env = variables[f"lambdas.retrain.handlers.{step}"]
+        assert env["ROLLOUT_CANARY_SHARE"] == "0.05"
+        assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"

@@ -1,6 +1,7 @@
 """The Retrain construct (stacks/retrain.py, with stacks/batch_scoring.py and
-stacks/retrain_schedule.py) in a small test stack: the synthesized state machine, its retries and
-catches, the Glue .sync integration, the schedule and least-privilege IAM."""
+stacks/retrain_schedule.py) in a small test stack: the synthesized retrain and rollout state
+machines, their retries and catches, the hand-over, the candidate's alarms, the Glue .sync
+integration, the schedule and least-privilege IAM."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aws_cdk import App, Stack, Validations
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from churnops.wiring import BatchScoreArgs, GateSettings
+from churnops.wiring import BatchScoreArgs, GateSettings, RolloutSettings, rollout_alarm_names
 from stacks.retrain import STEPS, Retrain, RetrainSettings
 from tests.stand_ins import ACCOUNT, REGION, host_constructs, synth_keeping_nag_failure
 
@@ -22,6 +23,18 @@ SETTINGS = RetrainSettings(
     schedule_expression="cron(15 4 ? * MON *)",
     gate=GateSettings(margin=0.01, n_bootstrap=500),
 )
+ROLLOUT = RolloutSettings(
+    canary_share=0.2,
+    shadow_bake_seconds=600,
+    canary_bake_seconds=900,
+    check_interval_seconds=30,
+    alarm_period_seconds=120,
+    max_candidate_errors=3,
+    max_candidate_p99_ms=250,
+    max_disagreement=0.07,
+    max_score_psi=0.3,
+)
+ROLLOUT_STEPS = ("rollout", "rollout_check")
 
 
 def build_stack(
@@ -42,6 +55,7 @@ def build_stack(
         "Retrain",
         settings=settings,
         platform=host.platform,
+        rollout=ROLLOUT,
     )
     return stack, retrain
 
@@ -63,12 +77,20 @@ def template(built: tuple[Path, Template]) -> Template:
     return built[1]
 
 
-def definition(template: Template) -> dict[str, Any]:
-    """The state machine's definition with intrinsic references replaced by placeholders."""
-    (resource,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+def definition(template: Template, name: str = "retrain") -> dict[str, Any]:
+    """The state machine `<prefix>-<name>`'s definition, intrinsic references replaced by
+    placeholders."""
+    (resource,) = template.find_resources(
+        "AWS::StepFunctions::StateMachine",
+        {"Properties": {"StateMachineName": f"{SETTINGS.name_prefix}-{name}"}},
+    ).values()
     parts = resource["Properties"]["DefinitionString"]["Fn::Join"][1]
     text = "".join(p if isinstance(p, str) else "REF" for p in parts)
     return json.loads(text)
+
+
+def _name(step: str) -> str:
+    return "".join(part.capitalize() for part in step.split("_"))
 
 
 def test_flow_runs_the_steps_in_order_and_gates_on_the_evaluate_output(template: Template) -> None:
@@ -84,36 +106,157 @@ def test_flow_runs_the_steps_in_order_and_gates_on_the_evaluate_output(template:
     assert choice == {
         "Variable": "$.evaluate.Payload.promote",
         "BooleanEquals": True,
-        "Next": "Promote",
+        "Next": "StartRollout",
     }
     assert gate["Default"] == "Reject"
-    assert states["Promote"]["Next"] == "BatchScore"
+    assert states["StartRollout"]["Next"] == "HandedToRollout"
     assert states["Reject"]["Next"] == "ChallengerRejected"
+    # Nothing in the retrain flow moves a pointer or scores: the rollout does both.
+    assert "BatchScore" not in states
+
+
+def test_a_passed_gate_hands_the_run_to_the_rollout_state_machine(template: Template) -> None:
+    start = definition(template)["States"]["StartRollout"]
+    # Fire and forget (a bake outlasts a retrain), named after the run and the challenger.
+    assert start["Resource"].endswith(":states:::states:startExecution")
+    params = start["Parameters"]
+    assert params["Name.$"] == (
+        "States.Format('{}-{}', $.snapshot.Payload.run_id, $.train.Payload.version)"
+    )
+    # The rollout gets the steps' results where churnops.retrain.rollout reads them.
+    assert params["Input"] == {
+        step: {"Payload.$": f"$.{step}.Payload"} for step in ("snapshot", "train", "evaluate")
+    }
+    assert start["Catch"][0]["Next"] == "AlertFailure"
+
+
+def test_the_rollout_bakes_checks_and_ends_in_batch_scoring_or_an_alert(
+    template: Template,
+) -> None:
+    states = definition(template, "rollout")["States"]
+    assert definition(template, "rollout")["StartAt"] == "Rollout"
+    assert states["Rollout"]["ResultPath"] == states["RolloutCheck"]["ResultPath"] == "$.rollout"
+    for choice in ("AfterStart", "AfterCheck"):
+        state = states[choice]
+        assert {(c["StringEquals"], c["Next"]) for c in state["Choices"]} == {
+            ("full", "BatchScore"),
+            ("aborted", "AlertRollback"),
+        }
+        assert all(c["Variable"] == "$.rollout.Payload.stage" for c in state["Choices"])
+        assert state["Default"] == "Bake"
+    assert states["Rollout"]["Next"] == "AfterStart"
+    assert states["Bake"] == {
+        "Type": "Wait",
+        "Comment": states["Bake"]["Comment"],
+        "SecondsPath": "$.rollout.Payload.wait_seconds",
+        "Next": "RolloutCheck",
+    }
+    assert states["RolloutCheck"]["Next"] == "AfterCheck"
+    assert states["BatchScore"]["Next"] == "Promoted"
+    alert = states["AlertRollback"]
+    assert alert["Resource"].endswith(":states:::sns:publish")
+    assert alert["Parameters"]["Message"]["alarm.$"] == "$.rollout.Payload.alarm"
+    assert states[alert["Next"]]["Type"] == "Succeed"
+
+
+def test_the_rollout_functions_get_the_rollout_settings_and_alarm_names(
+    template: Template,
+) -> None:
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "ImageConfig": {"Command": ["lambdas.retrain.handlers.rollout_check"]},
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        **ROLLOUT.to_env(),
+                        "ROLLOUT_ALARM_NAMES": ",".join(rollout_alarm_names("retraintest")),
+                    }
+                )
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("signal", "metric", "statistic", "threshold", "operator"),
+    [
+        ("errors", "VersionErrors", "Sum", 3, "GreaterThanOrEqualToThreshold"),
+        ("latency", "VersionLatency", "p99", 250, "GreaterThanThreshold"),
+        ("disagreement", "ShadowDecisionDisagreement", "Maximum", 0.07, "GreaterThanThreshold"),
+        ("score-psi", "ShadowScorePSI", "Maximum", 0.3, "GreaterThanThreshold"),
+    ],
+)
+def test_each_candidate_alarm_watches_the_candidate_role_at_the_configured_threshold(
+    template: Template, signal: str, metric: str, statistic: str, threshold: float, operator: str
+) -> None:
+    stat = (
+        {"ExtendedStatistic": statistic} if statistic.startswith("p") else {"Statistic": statistic}
+    )
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": f"retraintest-candidate-{signal}",
+            "Namespace": "ChurnOps",
+            "MetricName": metric,
+            # The dimensions serving publishes every per-version datapoint under, besides the
+            # version itself: an alarm matches a metric's exact dimension set.
+            "Dimensions": Match.array_equals(
+                [
+                    {"Name": "Role", "Value": "candidate"},
+                    {"Name": "service", "Value": "serving"},
+                ]
+            ),
+            **stat,
+            "Period": 120,
+            "EvaluationPeriods": 1,
+            "Threshold": threshold,
+            "ComparisonOperator": operator,
+            # No candidate, no data: nothing to roll back.
+            "TreatMissingData": "notBreaching",
+        },
+    )
+
+
+def test_only_the_check_reads_the_alarms_and_only_the_candidates(template: Template) -> None:
+    statements = [s for s in _statements(template) if "cloudwatch:DescribeAlarms" in s["Action"]]
+    (statement,) = statements
+    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+    assert sorted(r["Fn::GetAtt"][0] for r in statement["Resource"]) == sorted(alarms)
 
 
 def test_every_task_retries_and_catches_into_the_alert(template: Template) -> None:
-    states = definition(template)["States"]
-    tasks = {n: s for n, s in states.items() if s["Type"] == "Task" and n != "AlertFailure"}
-    assert set(tasks) == {s.capitalize() for s in STEPS} | {"BatchScore"}
-    for name, state in tasks.items():
-        assert state["Retry"], name
-        catch = state["Catch"]
-        assert catch == [
-            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "AlertFailure"}
-        ], name
-    alert = states["AlertFailure"]
-    assert alert["Resource"].endswith(":states:::sns:publish")
-    assert states[alert["Next"]]["Type"] == "Fail"
-    # Domain errors are not retried: only transient ones are (a bad model stays bad).
-    retried = {e for s in tasks.values() for r in s["Retry"] for e in r["ErrorEquals"]}
-    assert "States.ALL" not in retried and "ChurnOpsError" not in retried
+    for machine, steps, extra in (
+        ("retrain", [s for s in STEPS if s not in ROLLOUT_STEPS], set()),
+        ("rollout", ROLLOUT_STEPS, {"BatchScore"}),
+    ):
+        states = definition(template, machine)["States"]
+        tasks = {
+            n: s
+            for n, s in states.items()
+            if s["Type"] == "Task" and n not in ("AlertFailure", "AlertRollback", "StartRollout")
+        }
+        assert set(tasks) == {_name(s) for s in steps} | extra
+        for name, state in tasks.items():
+            assert state["Retry"], name
+            catch = state["Catch"]
+            assert catch == [
+                {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "AlertFailure"}
+            ], name
+        alert = states["AlertFailure"]
+        assert alert["Resource"].endswith(":states:::sns:publish")
+        assert states[alert["Next"]]["Type"] == "Fail"
+        # Domain errors are not retried: only transient ones are (a bad model stays bad).
+        retried = {e for s in tasks.values() for r in s["Retry"] for e in r["ErrorEquals"]}
+        assert "States.ALL" not in retried and "ChurnOpsError" not in retried
 
 
 def test_batch_scoring_runs_glue_sync_with_the_promoted_version(template: Template) -> None:
-    state = definition(template)["States"]["BatchScore"]
+    state = definition(template, "rollout")["States"]["BatchScore"]
     assert state["Resource"].endswith(":states:::glue:startJobRun.sync")
     args = state["Parameters"]["Arguments"]
-    assert args["--model_version.$"] == "$.promote.Payload.version"
+    assert args["--model_version.$"] == "$.rollout.Payload.version"
+    assert args["--processing_date.$"] == "$.rollout.Payload.processing_date"
     assert args["--input_uri.$"] == "$.snapshot.Payload.uri"
     assert {a.removeprefix("--").removesuffix(".$") for a in args} == set(BatchScoreArgs.RUN_ARGS)
     (job,) = template.find_resources("AWS::Glue::Job").values()
@@ -244,7 +387,7 @@ def test_no_wildcard_actions_and_no_managed_policies(template: Template) -> None
                 assert "*" not in action, statement
             assert action != "*", statement
     roles = _ours(template, "AWS::IAM::Role")
-    assert len(roles) == len(STEPS) + 2  # the functions, the Glue job, the state machine
+    assert len(roles) == len(STEPS) + 3  # the functions, the Glue job, the state machines
     for role in roles:
         managed = role["Properties"].get("ManagedPolicyArns", [])
         assert managed == [], role

@@ -185,7 +185,7 @@ def test_state_machine_log_groups_keep_the_vendedlogs_prefix_and_end_with_the_st
     template_of_app: Template,
 ) -> None:
     machines = template_of_app.find_resources("AWS::StepFunctions::StateMachine")
-    assert len(machines) == 2
+    assert len(machines) == 3  # ingest, retrain, rollout
     groups = template_of_app.find_resources(
         "AWS::Logs::LogGroup",
         {"Properties": {"LogGroupName": {"Fn::Join": ["", Match.any_value()]}}},
@@ -197,7 +197,7 @@ def test_state_machine_log_groups_keep_the_vendedlogs_prefix_and_end_with_the_st
             "/aws/vendedlogs/states/"
         )
     ]
-    assert len(vended) == 2
+    assert len(vended) == len(machines)
     assert all(_mentions(name, STACK_ID) for name in vended)
 
 

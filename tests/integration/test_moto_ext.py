@@ -294,6 +294,44 @@ def test_direct_invoke_reports_function_error(runner):
     assert json.loads(response["Payload"].read())["errorType"] == "NoChampionError"
 
 
+def test_a_state_machine_starts_another_as_step_functions_does(runner):
+    """`states:startExecution` with the definition's names (StateMachineArn, Name, Input as an
+    object): the child runs with that input, and the task's result is named as Step Functions
+    names it (ExecutionArn), where the retrain flow's hand-over to its rollout reads it."""
+    from churnops.aws import client
+
+    child = _state_machine({"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}})
+    parent = _state_machine(
+        {
+            "StartAt": "Start",
+            "States": {
+                "Start": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::states:startExecution",
+                    "Parameters": {
+                        "StateMachineArn": child,
+                        "Name.$": "States.Format('{}-{}', $.run, $.version)",
+                        "Input": {"evaluate": {"Payload.$": "$.verdict"}},
+                    },
+                    "ResultPath": "$.started",
+                    "End": True,
+                }
+            },
+        }
+    )
+    done = _run(parent, {"run": "r1", "version": "v1", "verdict": {"promote": True}})
+    assert done["status"] == "SUCCEEDED", done
+    started = json.loads(done["output"])["started"]
+    assert started["ExecutionArn"].endswith(":r1-v1")
+    assert isinstance(started["StartDate"], int)
+    child_run = _wait_execution(started["ExecutionArn"])
+    assert json.loads(child_run["input"]) == {"evaluate": {"Payload": {"promote": True}}}
+    assert (
+        client("stepfunctions").describe_execution(executionArn=started["ExecutionArn"])["name"]
+        == "r1-v1"
+    )
+
+
 @pytest.fixture(scope="module")
 def glue_runner(moto_ext, sandbox, need_service, spark, execution_role):
     need_service(shutil.which("java") is not None, "Java (for local Spark)")

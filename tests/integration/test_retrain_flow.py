@@ -1,11 +1,14 @@
-"""The retrain flow end to end: the state machine CDK synthesizes from the Retrain construct is
-provisioned in moto by the twin's provisioner (intrinsics resolved to the twin's names) and
-EXECUTED by moto's Step Functions, with every task body routed to our real handlers and Glue
-script through `churnops.local.moto_ext`. The database is a private MariaDB, the registry is S3
-(moto), batch scoring runs on local Spark.
+"""The retrain flow end to end: the state machines CDK synthesizes from the Retrain construct
+(the retrain and the rollout it hands a passed challenger to) are provisioned in moto by the
+twin's provisioner (intrinsics resolved to the twin's names) and EXECUTED by moto's Step
+Functions, with every task body routed to our real handlers and Glue script through
+`churnops.local.moto_ext`. The database is a private MariaDB, the registry is S3 (moto), batch
+scoring runs on local Spark. The rollout's bakes are zero here (its alarms are quiet: no
+traffic); tests/e2e/test_twin_rollout.py runs real bakes with traffic and alarms.
 
-Each scenario sets the customer table and the registry, starts an execution, and checks the
-outcome in the registry, the decision history, the alert topic and the scores.
+Each scenario sets the customer table and the registry, starts an execution, follows the rollout
+it starts, and checks the outcome in the registry, the decision history, the alert topic and the
+scores.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def synthesize(outdir: Path) -> dict[str, Any]:
     """The Retrain construct wired to the real Storage, Alerts and Database constructs."""
     import aws_cdk as cdk
 
-    from churnops.wiring import GateSettings
+    from churnops.wiring import GateSettings, RolloutSettings
     from stacks.retrain import Retrain, RetrainSettings
     from tests.stand_ins import ACCOUNT, REGION, host_constructs
 
@@ -65,6 +68,10 @@ def synthesize(outdir: Path) -> dict[str, Any]:
             retry_attempts=2,
         ),
         platform=host.platform,
+        # No bake: every check finds the (quiet) alarms OK and advances at once.
+        rollout=RolloutSettings(
+            shadow_bake_seconds=0, canary_bake_seconds=0, check_interval_seconds=1
+        ),
     )
     app.synth()
     return json.loads((outdir / f"{STACK}.template.json").read_text())
@@ -79,6 +86,7 @@ class Twin:
         self.registry_uri = layout.registry_uri
         self.curated = layout.curated_bucket
         self.state_machine = layout.retrain_state_machine
+        self.rollout_state_machine = layout.rollout_state_machine
         self.alert_queue = ""
         self.event_queue = ""
 
@@ -153,6 +161,8 @@ class Twin:
         )["executionArn"]
 
     def wait(self, execution_arn: str, limit: float = 600) -> dict[str, Any]:
+        """The execution once it ended; a retrain that handed its challenger over has the
+        rollout execution's outcome under "rollout", followed to its end too."""
         from churnops.aws import client
 
         sfn = client("stepfunctions")
@@ -162,6 +172,14 @@ class Twin:
             if described["status"] != "RUNNING":
                 if described.get("output"):
                     described["state"] = json.loads(described["output"])
+                if described["status"] == "FAILED":
+                    from churnops.local.flows import failed_step
+
+                    # Which step, with what error: what an assertion on the status shows.
+                    described["failed_step"] = failed_step(execution_arn)
+                handed = described.get("state", {}).get("rollout_execution")
+                if handed:
+                    described["rollout"] = self.wait(handed["ExecutionArn"], limit)
                 return described
             time.sleep(0.5)
         raise AssertionError(f"{execution_arn} still running after {limit}s")
@@ -294,9 +312,14 @@ def test_first_retrain_promotes_a_skilled_model_and_batch_scores(twin: Twin, cur
     twin.drain(twin.event_queue)
     # WHEN the retrain flow runs
     execution = twin.run()
-    # THEN the challenger is promoted explicitly as the first champion
-    assert execution["status"] == "SUCCEEDED", execution
+    # THEN the challenger is handed to the rollout, which promotes it directly as the first
+    # champion (nothing to compare a candidate with)
+    assert execution["status"] == "SUCCEEDED", execution.get("failed_step") or execution
     out = steps(execution)
+    rollout = execution["rollout"]
+    assert rollout["status"] == "SUCCEEDED", rollout
+    released = steps(rollout)["rollout"]
+    assert released["stage"] == "full" and released["rollout_id"] is None
     version = out["train"]["version"]
     assert out["evaluate"]["promote"] is True
     assert out["evaluate"]["champion_version"] is None
@@ -315,11 +338,11 @@ def test_first_retrain_promotes_a_skilled_model_and_batch_scores(twin: Twin, cur
     assert event["source"] == "churnops.registry" and event["detail-type"] == "ChampionPromoted"
     assert event["detail"]["version"] == version
     # ... and every customer was batch-scored into Parquet and the database
-    assert execution["state"]["batch_score"]["JobRunState"] == "SUCCEEDED"
+    assert rollout["state"]["batch_score"]["JobRunState"] == "SUCCEEDED"
     scores = twin.scores()
     assert len(scores) == len(current)
     assert set(scores["model_version"]) == {version}
-    predictions = read_predictions(twin, out["promote"]["processing_date"])
+    predictions = read_predictions(twin, released["processing_date"])
     assert sorted(predictions[TELCO.id_column]) == sorted(current[TELCO.id_column])
 
 
@@ -331,15 +354,27 @@ def test_better_challenger_is_promoted(twin: Twin, current) -> None:  # type: ig
     # WHEN the flow trains a challenger on the real data
     execution = twin.run()
     # THEN it wins by the margin with the paired interval above zero, and becomes champion
-    assert execution["status"] == "SUCCEEDED", execution
+    # through its rollout: shadow, canary, full, then batch scoring with it
+    assert execution["status"] == "SUCCEEDED", execution.get("failed_step") or execution
     out = steps(execution)
     assert out["evaluate"]["promote"] is True, out["evaluate"]["reasons"]
     assert out["evaluate"]["champion_version"] == weak
     assert out["evaluate"]["difference"]["ci"][0] > 0
+    assert execution["rollout"]["status"] == "SUCCEEDED", execution["rollout"]
+    assert steps(execution["rollout"])["rollout"]["stage"] == "full"
+    assert execution["rollout"]["state"]["batch_score"]["JobRunState"] == "SUCCEEDED"
     pointer = twin.registry.champion()
     assert pointer["version"] == out["train"]["version"]
     assert pointer["previous_version"] == weak
     assert pointer["sequence"] == 2
+    assert history(twin, pointer["version"]) == [
+        "rollout_start",
+        "gate_passed",
+        "rollout_advance",
+        "promote",
+        "rollout_advance",
+    ]
+    assert set(twin.scores()["model_version"]) == {pointer["version"]}
 
 
 def test_equal_or_worse_challenger_is_not_promoted(twin: Twin, current) -> None:  # type: ignore[no-untyped-def]
@@ -352,10 +387,10 @@ def test_equal_or_worse_challenger_is_not_promoted(twin: Twin, current) -> None:
     # WHEN the flow runs
     execution = twin.run()
     # THEN the challenger is recorded as rejected with the failed check, the champion untouched
-    assert execution["status"] == "SUCCEEDED", execution
+    assert execution["status"] == "SUCCEEDED", execution.get("failed_step") or execution
     out = steps(execution)
     assert out["evaluate"]["promote"] is False
-    assert "reject" in out and "promote" not in out
+    assert "reject" in out and "rollout_execution" not in execution["state"]
     assert any("needs >=" in r for r in out["reject"]["reasons"]), out["reject"]["reasons"]
     assert (twin.registry.champion(), twin.registry.champion_etag()) == before
     assert twin.registry.champion()["version"] == strong
@@ -373,7 +408,7 @@ def test_no_skill_challenger_is_not_promoted(twin: Twin, current) -> None:  # ty
     # WHEN the flow runs
     execution = twin.run()
     # THEN the model is registered, flagged, rejected, and there is still no champion
-    assert execution["status"] == "SUCCEEDED", execution
+    assert execution["status"] == "SUCCEEDED", execution.get("failed_step") or execution
     out = steps(execution)
     assert out["train"]["status"] in ("no_skill", "below_floor")
     assert out["evaluate"]["promote"] is False
@@ -409,16 +444,25 @@ def test_two_concurrent_flows_promote_exactly_one(twin: Twin, current) -> None: 
     twin.clear_registry()
     weak = twin.register_champion(scrambled(current, ("Contract", "tenure", "TotalCharges")))
     twin.load_customers(current)
+    twin.drain(twin.alert_queue)
     # WHEN two executions run at the same time
     first, second = twin.start(), twin.start()
     results = [twin.wait(first), twin.wait(second)]
-    # THEN exactly one moved the pointer; the other either lost the conditional write (and failed
-    # cleanly) or was compared with the new champion and rejected
-    promoted = [r for r in results if r["status"] == "SUCCEEDED" and "promote" in steps(r)]
-    assert len(promoted) == 1, [r["status"] for r in results]
+    # THEN exactly one challenger's rollout reached full; the other was compared with the new
+    # champion and rejected, or its rollout could not start (another rollout active, or the
+    # champion it was judged against moved) and failed cleanly into the alert
+    promoted = [
+        r
+        for r in results
+        if r.get("rollout", {}).get("status") == "SUCCEEDED"
+        and steps(r["rollout"])["rollout"]["stage"] == "full"
+    ]
+    assert len(promoted) == 1, [(r["status"], r.get("rollout", {}).get("status")) for r in results]
     (other,) = [r for r in results if r is not promoted[0]]
-    if other["status"] == "FAILED":
-        assert "ConcurrentUpdateError" in json.dumps(twin_alert_errors(twin))
+    if "rollout" in other:
+        assert other["rollout"]["status"] == "FAILED"
+        errors = json.dumps(twin_alert_errors(twin))
+        assert "ConcurrentUpdateError" in errors or "ChurnOpsError" in errors, errors
     else:
         assert "reject" in steps(other)
     pointer = twin.registry.champion()
@@ -430,10 +474,10 @@ def twin_alert_errors(twin: Twin) -> list[str]:
     return [a.get("error", "") for a in twin.drain(twin.alert_queue)]
 
 
-def test_racing_promotions_of_one_evaluation_cannot_both_win(twin: Twin, current) -> None:  # type: ignore[no-untyped-def]
-    """The promote step itself, raced from threads against S3 (moto) conditional writes."""
-    from churnops.registry import ConcurrentUpdateError
-    from churnops.retrain import flow
+def test_racing_rollouts_of_one_evaluation_cannot_both_start(twin: Twin, current) -> None:  # type: ignore[no-untyped-def]
+    """The rollout step itself, raced from threads against S3 (moto) conditional writes."""
+    from churnops.errors import ChurnOpsError
+    from churnops.retrain import flow, rollout
 
     twin.clear_registry()
     champion = twin.register_champion(scrambled(current, ("Contract", "tenure")))
@@ -445,9 +489,9 @@ def test_racing_promotions_of_one_evaluation_cannot_both_win(twin: Twin, current
     outcomes: dict[str, Any] = {}
     barrier = threading.Barrier(len(challengers))
 
-    def promote(version: str) -> None:
+    def start(version: str) -> None:
         state = {
-            "snapshot": {"Payload": {"run_id": "race", "sha256": "0" * 64}},
+            "snapshot": {"Payload": {"run_id": f"race-{version}", "sha256": "0" * 64}},
             "evaluate": {
                 "Payload": {
                     "promote": True,
@@ -465,24 +509,24 @@ def test_racing_promotions_of_one_evaluation_cannot_both_win(twin: Twin, current
         }
         barrier.wait()
         try:
-            outcomes[version] = flow.promote_step(env, state)
-        except ConcurrentUpdateError as err:
+            outcomes[version] = rollout.rollout_step(env, state)
+        except ChurnOpsError as err:  # ConcurrentUpdateError is one
             outcomes[version] = err
 
-    threads = [threading.Thread(target=promote, args=(v,)) for v in challengers]
+    threads = [threading.Thread(target=start, args=(v,)) for v in challengers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     winners = [v for v, o in outcomes.items() if isinstance(o, dict)]
-    assert len(winners) == 1
-    pointer = twin.registry.champion()
-    assert pointer["version"] == winners[0] and pointer["previous_version"] == champion
-    losers = [v for v in challengers if v not in winners]
-    conflicts = {
-        h["version"] for h in twin.registry.history() if h["action"] == "promotion_conflict"
-    }
-    assert conflicts == set(losers)
+    assert len(winners) == 1, outcomes
+    record = twin.registry.active_rollout()
+    assert record["version"] == winners[0] and record["champion_version"] == champion
+    # The champion is untouched: a rollout starts beside it.
+    assert twin.registry.champion()["version"] == champion
+    starts = [h["version"] for h in twin.registry.history() if h["action"] == "rollout_start"]
+    assert starts == winners
+    twin.registry.abort_rollout(actor="test", reason="end of the race")
 
 
 def test_drift_report_flags_exactly_the_shifted_features(twin: Twin, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from churnops.synthetic import generate
 from churnops.wiring import ServingEnvironment
 from lambdas.serving import handler as handler_module
 from lambdas.serving.handler import make_handler
+from tests.candidate_models import failing_graph
 
 THRESHOLD_DROP = 0.15
 
@@ -266,9 +267,22 @@ def test_a_candidate_of_another_contract_is_refused_and_the_champion_serves_alon
     served.registry.start_rollout(foreign, actor="t", reason="wrong contract")
     body, telemetry = served.predict(clean(20, seed=42))
     assert {p["model_version"] for p in body["predictions"]} == {served.champion}
-    assert telemetry.rollout is None
     assert "schema" in (served.app.champion.rollout_error or "")
     assert served.app.champion.status()["candidate_version"] is None
+    # AND every request counts as a failure of that candidate: its error alarm must see a
+    # candidate that cannot serve, or the rollout would advance on silence and promote it
+    for _ in range(2):
+        _, telemetry = served.predict(clean(5, seed=43))
+        assert telemetry.rollout is not None
+        assert telemetry.rollout["candidate_error"] == "unservable"
+        assert telemetry.rollout["candidate_version"] == foreign
+        assert telemetry.versions[foreign].errors == 1
+        assert telemetry.versions[foreign].role == "candidate"
+        assert telemetry.versions[foreign].scored == 0
+    # ... until the rollout ends: then the champion serves alone, nothing counted
+    served.registry.abort_rollout(actor="t", reason="cannot serve")
+    _, telemetry = served.predict(clean(5, seed=44))
+    assert telemetry.rollout is None and set(telemetry.versions) == {served.champion}
 
 
 # ---- the handler's metrics ----------------------------------------------------------------------
@@ -347,30 +361,6 @@ def test_the_handler_emits_per_version_metrics_and_the_comparison(
 
 
 # ---- a candidate that fails -----------------------------------------------------------------------
-def failing_graph() -> bytes:
-    """An ONNX graph with the contract's inputs that loads but fails when run on 1 to 6
-    customers: it reshapes one column into 7 rows of 2."""
-    from onnx import TensorProto, helper
-
-    inputs = [
-        helper.make_tensor_value_info(
-            col.name, TensorProto.FLOAT if col.is_numeric else TensorProto.STRING, [None, 1]
-        )
-        for col in TELCO.feature_columns
-    ]
-    numeric = next(col.name for col in TELCO.feature_columns if col.is_numeric)
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", [numeric, "shape"], ["probabilities"])],
-        "fails-when-run",
-        inputs,
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
-        initializer=[helper.make_tensor("shape", TensorProto.INT64, [2], [7, 2])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
-
-
 def test_a_failing_candidate_is_counted_and_the_champion_answers(
     trained, tmp_path: Path, capsys, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]

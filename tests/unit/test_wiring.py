@@ -15,9 +15,11 @@ from churnops.wiring import (
     GateSettings,
     IngestArgs,
     RetrainEnvironment,
+    RolloutSettings,
     ServingEnvironment,
     failed_key,
     registry_uri,
+    rollout_alarm_names,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +67,9 @@ def an_ingest() -> IngestArgs:
             train_families=("logistic", "gradient_boosting"),
             train_folds=3,
             train_fit_rows=20_000,
+            rollout=RolloutSettings(canary_share=0.3, shadow_bake_seconds=0, max_score_psi=0.4),
+            rollout_alarm_names=rollout_alarm_names("x"),
+            mlflow_tracking_uri="http://mlflow.internal:5000",
         ),
         ServingEnvironment(
             registry_uri="s3://registry/models", refresh_seconds=2.5, max_batch_size=10
@@ -98,6 +103,14 @@ def test_the_environment_names_are_the_ones_the_functions_have_always_read() -> 
     assert {"REGISTRY_URI", "CURATED_BUCKET", "CONTRACT_NAME", "GATE_MARGIN"} <= env.keys()
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "ChurnOps"
     assert "DB_SECRET_ARN" not in env  # empty: left unset, only the snapshot step has one
+    # MLflow's own variable, and only when a server is configured: unset, mlflow is not imported
+    assert "MLFLOW_TRACKING_URI" not in env
+    assert RetrainEnvironment.env_names()["mlflow_tracking_uri"] == "MLFLOW_TRACKING_URI"
+    # The rollout's comparison window is the one variable serving reads too
+    assert env["ROLLOUT_COMPARISON_WINDOW"] == "1000"
+    assert (
+        ServingEnvironment.env_names()["rollout_comparison_window"] == "ROLLOUT_COMPARISON_WINDOW"
+    )
     serving = ServingEnvironment.env_names()
     assert serving["refresh_seconds"] == "CHAMPION_REFRESH_SECONDS"
     assert serving["max_batch_size"] == "MAX_BATCH_SIZE"
@@ -135,6 +148,17 @@ def test_the_environment_names_are_the_ones_the_functions_have_always_read() -> 
             "--staging_method",
         ),
         (lambda: BatchScoreArgs.from_args({"registry_uri": "r"}), "--input_uri"),
+        # SageMaker's canary takes at most half the traffic too; beyond it, it is the rollout.
+        (
+            lambda: RetrainEnvironment.from_env(
+                {"REGISTRY_URI": "r", "CURATED_BUCKET": "c", "ROLLOUT_CANARY_SHARE": "0.6"}
+            ),
+            "ROLLOUT_CANARY_SHARE",
+        ),
+        # A standard-resolution alarm's period is 60 s or a multiple of it.
+        (lambda: RolloutSettings(alarm_period_seconds=90), "ROLLOUT_ALARM_PERIOD_SECONDS"),
+        (lambda: RolloutSettings(check_interval_seconds=0), "ROLLOUT_CHECK_INTERVAL_SECONDS"),
+        (lambda: RolloutSettings(max_disagreement=1.5), "ROLLOUT_MAX_DISAGREEMENT"),
     ],
 )
 def test_a_bad_value_is_a_churnops_error_naming_it(read, named: str) -> None:  # type: ignore[no-untyped-def]

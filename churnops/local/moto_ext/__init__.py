@@ -1,5 +1,6 @@
 """The twin's extension layer over moto: run OUR Lambda handlers and Glue scripts when moto invokes
-them, deliver EventBridge matches to Step Functions, Lambda and SNS targets, and fire schedules.
+them, deliver EventBridge matches to Step Functions, Lambda and SNS targets, fire schedules, and
+turn functions' embedded metrics into CloudWatch metrics that alarms are evaluated on.
 
 This package is the ONLY code that touches moto internals. moto is pinned to an exact version
 (`MOTO_VERSION`): `install` refuses any other, and `tests/integration/test_moto_ext.py` fails
@@ -16,6 +17,12 @@ One module per service it extends, each saying what moto lacks there and why the
   a Lambda timeout or out-of-memory end reported as `Lambda.Unknown`;
 - `events`: rule delivery to Lambda, Step Functions and SNS targets; `fire_schedule`;
 - `s3`: a ranged GET reads only its range;
+- `cloudwatch`: metrics from the embedded metric format a function logs (the Lambda sandboxes'
+  EMF sink, set by `install`), GetMetricStatistics on the exact combination of dimensions, alarms
+  created INSUFFICIENT_DATA and kept in their state on update, and `evaluate_alarms`, which
+  evaluates them as CloudWatch does (periods sliding back from the evaluation instant), acts on
+  their SNS actions and puts their state change events on the default bus (`AlarmEvaluator`
+  repeats it on a timer);
 - `iam`: once enforced, every request is authorized as AWS does, as the role that sends it
   (resources and condition keys per action); services assume their roles as service principals;
 - `runner`: no moto in it, the `TaskRunner` that hands invocations to the sandboxes and runs Glue
@@ -33,7 +40,9 @@ from typing import Any
 
 import moto
 
-from churnops.local.moto_ext import awslambda, events, glue, iam, s3, stepfunctions
+from churnops.local import lambda_sandbox
+from churnops.local.moto_ext import awslambda, cloudwatch, events, glue, iam, s3, stepfunctions
+from churnops.local.moto_ext.cloudwatch import AlarmChange, AlarmEvaluator, evaluate_alarms
 from churnops.local.moto_ext.events import fire_schedule
 from churnops.local.moto_ext.runner import (
     TaskRunner,
@@ -47,8 +56,11 @@ __all__ = [
     "MOTO_VERSION",
     "SFN_GLUE_GENERIC_ERROR",
     "SFN_GLUE_UNMODELED_ERRORS",
+    "AlarmChange",
+    "AlarmEvaluator",
     "TaskRunner",
     "current_runner",
+    "evaluate_alarms",
     "fire_schedule",
     "install",
     "installed",
@@ -58,12 +70,13 @@ __all__ = [
 
 MOTO_VERSION = "5.2.5"
 
-_SERVICES = (stepfunctions, awslambda, glue, events, s3, iam)
+_SERVICES = (stepfunctions, awslambda, glue, events, s3, cloudwatch, iam)
 
 _state_lock = threading.RLock()
 _originals: list[tuple[Any, str, Any]] = []
 _saved_sfn_config: bool | None = None
 _saved_lambda_docker: bool | None = None
+_saved_emf_sink: list[lambda_sandbox.EmfSink | None] = []
 
 
 def _patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
@@ -107,6 +120,8 @@ def install(task_runner: TaskRunner | None = None) -> TaskRunner:
         lambda_config = default_user_config.setdefault("lambda", {})
         _saved_lambda_docker = lambda_config.get("use_docker", True)
         lambda_config["use_docker"] = True
+        # CloudWatch Logs' part: what a function logs in the embedded metric format is metrics.
+        _saved_emf_sink.append(lambda_sandbox.set_emf_sink(cloudwatch.emf_sink))
         swap_runner(runner)
     return runner
 
@@ -129,6 +144,8 @@ def uninstall(*, cancel_queued: bool = True) -> None:
         if _saved_lambda_docker is not None:
             default_user_config.setdefault("lambda", {})["use_docker"] = _saved_lambda_docker
             _saved_lambda_docker = None
+        if _saved_emf_sink:
+            lambda_sandbox.set_emf_sink(_saved_emf_sink.pop())
         runner = swap_runner(None)
     if runner is not None:
         runner.shutdown(cancel_queued=cancel_queued)

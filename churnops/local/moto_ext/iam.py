@@ -274,6 +274,14 @@ def _cloudwatch(view: RequestView, action: str) -> list[Check]:
     # PutMetricData: no resource type; condition key cloudwatch:namespace.
     if action == "cloudwatch:PutMetricData":
         return [Check(action, "*", {"cloudwatch:namespace": [str(view.param("Namespace", ""))]})]
+    # DescribeAlarms: resource type alarm, arn:${Partition}:cloudwatch:${Region}:${Account}:
+    # alarm:${AlarmName}. Named alarms are authorized one by one; a listing without names is "*".
+    if action == "cloudwatch:DescribeAlarms":
+        names = view.param("AlarmNames") or []
+        if isinstance(names, Mapping):  # the query protocol's AlarmNames.member.N
+            names = list(names.get("member", names.values()))
+        prefix = f"arn:{PARTITION}:cloudwatch:{view.region}:{view.account}:alarm:"
+        return [Check(action, prefix + str(name)) for name in names]
     return []
 
 

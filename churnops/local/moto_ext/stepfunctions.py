@@ -10,6 +10,12 @@ What moto 5.2.5 gets wrong there, and the twin needs right:
   and the task output carries datetimes, which are not JSON. It also reports every Glue error as
   `Glue.<code>`, where AWS reports codes its SDK does not model as `Glue.AWSGlueException`, so a
   Retry on a name AWS never reports would pass in the twin.
+- The Step Functions integration (`states:startExecution`, how the retrain flow hands a challenger
+  to its rollout) sends the definition's parameters to boto3 as written (`StateMachineArn`,
+  `Input`, `Name`), where the API's members are `stateMachineArn`, `input`, `name`, so every start
+  fails with a KeyError; and its result keeps boto3's member names, where Step Functions names
+  them as the definition does (`ExecutionArn`, `StartDate`: docs.aws.amazon.com/step-functions/
+  latest/dg/connect-stepfunctions.html), so a later state reading `$.x.ExecutionArn` finds nothing.
 - A Lambda task whose function timed out, ran out of memory or whose runtime exited fails with the
   payload's `errorType` (`Sandbox.Timedout`, ...); Step Functions reports these as
   `Lambda.Unknown` (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html:
@@ -180,6 +186,57 @@ def _patched_glue_integration_pattern(original: Any) -> Any:
     return eval_integration_pattern
 
 
+def _sfn_operation(action: str) -> Any:
+    """The Step Functions API operation whose boto3 method is `action` (start_execution)."""
+    import botocore.session
+    from botocore import xform_name
+
+    model = botocore.session.get_session().get_service_model("stepfunctions")
+    for name in model.operation_names:
+        if xform_name(name) == action:
+            return model.operation_model(name)
+    raise KeyError(action)
+
+
+def _patched_sfn_parameters(original: Any) -> Any:
+    """The definition's parameter names mapped onto the API's members, as Step Functions does
+    (moto's parser has the mapping, `_to_boto_request`, but never calls it for this service)."""
+
+    def normalise(
+        self: Any,
+        parameters: dict[str, Any],
+        boto_service_name: str | None = None,
+        service_action_name: str | None = None,
+    ) -> None:
+        original(self, parameters, boto_service_name, service_action_name)
+        action = service_action_name or self._get_boto_service_action()
+        self._to_boto_request(parameters, _sfn_operation(action).input_shape)
+
+    normalise.__wrapped__ = original  # type: ignore[attr-defined]
+    return normalise
+
+
+def _patched_sfn_result(original: Any) -> Any:
+    """The call's result named as Step Functions names it: `ExecutionArn`, `StartDate` (epoch
+    milliseconds, as for Glue above)."""
+
+    def eval_service_task(
+        self: Any,
+        env: Any,
+        resource_runtime_part: Any,
+        normalised_parameters: Any,
+        state_credentials: Any,
+    ) -> None:
+        original(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+        response = env.stack.pop()
+        if isinstance(response, dict):
+            response = {self._to_sfn_cased(k): _json_safe(v) for k, v in response.items()}
+        env.stack.append(response)
+
+    eval_service_task.__wrapped__ = original  # type: ignore[attr-defined]
+    return eval_service_task
+
+
 class _Boto3AtTwinEndpoint:
     """Stands in for the `boto3` module inside moto's Step Functions `boto_client` helper so its
     clients reach the moto server that runs, not localhost:5000."""
@@ -203,12 +260,16 @@ def patches() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_glue,
         state_task_service_lambda,
+        state_task_service_sfn,
     )
     from moto.stepfunctions.parser.asl.utils import boto_client
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
     glue_task = state_task_service_glue.StateTaskServiceGlue
+    sfn_task = state_task_service_sfn.StateTaskServiceSfn
     return [
+        (sfn_task, "_normalise_parameters", _patched_sfn_parameters),
+        (sfn_task, "_eval_service_task", _patched_sfn_result),
         (StepFunctionsParserBackend, "start_execution", _patched_start_execution),
         (glue_task, "_eval_integration_pattern", _patched_glue_integration_pattern),
         (glue_task, "_build_sync_resolver", _patched_glue_sync_resolver),
