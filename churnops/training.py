@@ -405,9 +405,12 @@ def _json_bytes(obj: Any) -> bytes:
 def register_result(result: TrainingResult, registry: Any, *, actor: str) -> dict[str, Any]:
     """Register the version; make it champion if it is the first to pass the quality floor.
     Returns the summary `churnops train` prints."""
+    from churnops import tracking
     from churnops.registry import STATUS_ELIGIBLE, ConcurrentUpdateError
 
     version = registry.register(result.files, result.card)
+    # Every training run, the retrain's and this one, is an MLflow run when tracking is on.
+    tracking.log_training_run(registry, version, result.files)
     promoted = False
     if result.status != STATUS_ELIGIBLE:
         decision = f"not promoted: {result.reason}"

@@ -207,6 +207,25 @@ def test_a_training_run_logs_params_metrics_card_and_onnx(
     assert len(client.search_model_versions(f"tags.{tracking.VERSION_TAG} = '{version}'")) == 1
 
 
+def test_churnops_train_logs_its_run_and_its_first_champion_moves_the_alias(
+    tracking_on: Any, trained: TrainingResult, tmp_path: Path
+) -> None:
+    from churnops.training import register_result
+
+    client = tracking_on
+    registry = Registry.open(str(tmp_path / "registry"))
+    # WHEN `churnops train` registers a model into an empty registry (it becomes champion)
+    summary = register_result(trained, registry, actor="analyst")
+    # THEN its run is logged like the retrain's, and the champion alias names it
+    version = summary["version"]
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(MODEL).experiment_id],
+        filter_string=f"tags.{tracking.VERSION_TAG} = '{version}'",
+    )
+    assert run.data.params["family"] == "logistic"
+    assert _aliases(client)["champion"] == version
+
+
 # ---- aliases from registry decisions --------------------------------------------------------------
 def test_registry_decisions_move_the_champion_and_candidate_aliases(
     tracking_on: Any, trained: TrainingResult, tmp_path: Path

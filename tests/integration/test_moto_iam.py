@@ -416,12 +416,12 @@ def test_a_glue_role_reads_its_secret_and_no_other(stack, enforced) -> None:  # 
     )
 
 
-def test_the_promote_role_puts_events_on_the_default_bus_only(stack, enforced) -> None:  # type: ignore[no-untyped-def]
+def test_the_rollout_check_role_puts_events_on_the_default_bus_only(stack, enforced) -> None:  # type: ignore[no-untyped-def]
     from churnops.local.moto_ext.iam import assume_role_as_service
 
-    promote = _function_id(stack["template"], "retrain promote")
+    check = _function_id(stack["template"], "retrain rollout_check function")
     events = _client(
-        "events", assume_role_as_service(_role_of(stack, promote), "lambda.amazonaws.com", "p")
+        "events", assume_role_as_service(_role_of(stack, check), "lambda.amazonaws.com", "p")
     )
     entry = {"Source": "churnops.registry", "DetailType": "ChampionPromoted", "Detail": "{}"}
     assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
@@ -437,7 +437,8 @@ def test_a_state_machine_role_needs_its_source_arn_and_has_its_grants(stack, enf
     from churnops.local.moto_ext.iam import ServiceTrustError, assume_role_as_service
 
     template, layout = stack["template"], stack["layout"]
-    machine = next(lid for lid in layout.state_machines if "Retrain" in lid)
+    # The rollout's: it runs the rollout steps and the batch scoring job, and alerts.
+    machine = next(lid for lid in layout.state_machines if "RetrainRollout" in lid)
     role = _role_of(stack, machine, "RoleArn")
     with pytest.raises(ServiceTrustError, match=r"states\.amazonaws\.com"):
         assume_role_as_service(role, "states.amazonaws.com", "no-source")  # ArnLike aws:SourceArn
@@ -449,19 +450,21 @@ def test_a_state_machine_role_needs_its_source_arn_and_has_its_grants(stack, enf
             source_arn="arn:aws:states:us-east-1:999999999999:stateMachine:x",
         )
     credentials = assume_role_as_service(
-        role, "states.amazonaws.com", "retrain", source_arn=layout.state_machines[machine]
+        role, "states.amazonaws.com", "rollout", source_arn=layout.state_machines[machine]
     )
     lam = _client("lambda", credentials)
-    drift = layout.functions[_function_id(template, "retrain drift")]
-    lam.invoke(FunctionName=drift, InvocationType="DryRun")
-    lam.invoke(FunctionName=drift, Qualifier="$LATEST", InvocationType="DryRun")
-    serving = layout.functions[_function_id(template, "serving")]
-    _denied(
-        lambda: lam.invoke(FunctionName=serving, InvocationType="DryRun"),
-        "AccessDeniedException",
-        "lambda:InvokeFunction",
-        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{serving}",
-    )
+    check = layout.functions[_function_id(template, "retrain rollout_check function")]
+    lam.invoke(FunctionName=check, InvocationType="DryRun")
+    lam.invoke(FunctionName=check, Qualifier="$LATEST", InvocationType="DryRun")
+    # ... and none of the retrain's own steps, nor serving
+    for other in ("retrain drift", "serving"):
+        name = layout.functions[_function_id(template, other)]
+        _denied(
+            lambda name=name: lam.invoke(FunctionName=name, InvocationType="DryRun"),
+            "AccessDeniedException",
+            "lambda:InvokeFunction",
+            f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
+        )
     glue = _client("glue", credentials)
     batch_job = next(name for lid, name in layout.glue_jobs.items() if "Ingest" not in lid)
     ingest_job = next(name for lid, name in layout.glue_jobs.items() if "Ingest" in lid)
@@ -628,3 +631,30 @@ def test_a_rule_starts_a_state_machine_only_as_a_target_role_allowed_to(moto_ext
         moto_ext.assume_role = None
     assert len(started[allowed]) == 1
     assert started[other] == []
+
+
+def test_the_retrain_role_may_start_its_rollout_and_no_other_flow(stack, enforced) -> None:  # type: ignore[no-untyped-def]
+    from churnops.local.moto_ext.iam import assume_role_as_service
+
+    layout = stack["layout"]
+    machines = layout.state_machines
+    retrain = next(lid for lid in machines if "Retrain" in lid and "Rollout" not in lid)
+    rollout = next(lid for lid in machines if "RetrainRollout" in lid)
+    ingest = next(lid for lid in machines if "Ingest" in lid)
+    credentials = assume_role_as_service(
+        _role_of(stack, retrain, "RoleArn"),
+        "states.amazonaws.com",
+        "retrain",
+        source_arn=machines[retrain],
+    )
+    sfn = _client("stepfunctions", credentials)
+    started = sfn.start_execution(stateMachineArn=machines[rollout], input="{}")
+    assert started["executionArn"].startswith(
+        machines[rollout].replace("stateMachine", "execution")
+    )
+    _denied(
+        lambda: sfn.start_execution(stateMachineArn=machines[ingest], input="{}"),
+        "AccessDeniedException",
+        "states:StartExecution",
+        machines[ingest],
+    )
