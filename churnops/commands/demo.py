@@ -272,11 +272,10 @@ def _rolled_out(
         while True:
             with twin.environment():
                 record = twin.registry().rollout()
+                status = _execution_status(handed["ExecutionArn"])
             if record is not None and (record["rollout_id"], record["stage"]) not in seen:
                 seen.add((record["rollout_id"], record["stage"]))
                 progress.note(_stage_line(record))
-            with twin.environment():
-                status = _execution_status(handed["ExecutionArn"])
             if status != "RUNNING":
                 break
             time.sleep(0.5)

@@ -34,11 +34,13 @@ step Step Functions retries after a lost answer returns what its first attempt w
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from churnops import aws
 from churnops.errors import ChurnOpsError
+from churnops.retrain.flow import RetrainEnv, decision_details, result_of
 from churnops.retrain.promote import (
     ACTOR,
     processing_date,
@@ -59,7 +61,6 @@ from churnops.wiring import (
 
 if TYPE_CHECKING:
     from churnops.registry import Registry
-    from churnops.retrain.flow import RetrainEnv
 
 ALARM = "ALARM"
 # An alarm evaluates N periods and may look back two more for missing data (CloudWatch, "Evaluating
@@ -67,20 +68,13 @@ ALARM = "ALARM"
 STALE_PERIODS = 3
 
 
-def _flow() -> Any:
-    from churnops.retrain import flow
-
-    return flow
-
-
 # ---- start --------------------------------------------------------------------------------------
 def rollout_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     """Promote the first champion directly, or start the challenger's rollout at `shadow`."""
-    flow = _flow()
-    verdict = flow.result_of(state, "evaluate")
+    verdict = result_of(state, "evaluate")
     if not verdict.get("promote"):
         raise ChurnOpsError("the gate did not pass this challenger; refusing to roll it out")
-    details = flow.decision_details(state, verdict)
+    details = decision_details(state, verdict)
     version = verdict["challenger_version"]
     reason = f"retrain gate passed: {verdict['summary']}"
     registry = env.registry
@@ -119,9 +113,8 @@ def rollout_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
 # ---- check --------------------------------------------------------------------------------------
 def rollout_check_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, Any]:
     """Roll back on any candidate alarm, advance a stage whose bake is over, or wait again."""
-    flow = _flow()
-    started = flow.result_of(state, "rollout")
-    rollout_id = started.get("rollout_id")
+    checked = result_of(state, "rollout")  # the previous step's answer
+    rollout_id = checked.get("rollout_id")
     if not rollout_id:
         raise ChurnOpsError("the state names no rollout to check")
     registry = env.registry
@@ -151,7 +144,7 @@ def rollout_check_step(env: RetrainEnv, state: Mapping[str, Any]) -> dict[str, A
         rollout_id=rollout_id,
     )
     if advanced["stage"] == STAGE_FULL:
-        return _outcome(registry, advanced, publish=True, event_bus=env.event_bus)
+        return _outcome(registry, advanced, announce_on=env.event_bus)
     return _waiting(advanced, env.rollout)
 
 
@@ -189,11 +182,7 @@ def _roll_back(
 
 
 def _outcome(
-    registry: Registry,
-    record: dict[str, Any],
-    *,
-    publish: bool = False,
-    event_bus: str | None = None,
+    registry: Registry, record: dict[str, Any], *, announce_on: str | None = None
 ) -> dict[str, Any]:
     """A rollout that has ended: full (the champion pointer names the candidate) or aborted."""
     if record["stage"] != STAGE_FULL:
@@ -206,9 +195,9 @@ def _outcome(
             stage=STAGE_ABORTED,
             reason=f"its candidate {record['version']} is no longer champion",
         )
-    if publish and event_bus is not None:
+    if announce_on is not None:  # this check promoted it: ChampionPromoted goes out once
         publish_promotion(
-            registry.uri, pointer, {"rollout_id": record["rollout_id"]}, event_bus=event_bus
+            registry.uri, pointer, {"rollout_id": record["rollout_id"]}, event_bus=announce_on
         )
     return _promoted(pointer, rollout_id=record["rollout_id"])
 
@@ -241,7 +230,7 @@ def _waiting(record: dict[str, Any], settings: RolloutSettings) -> dict[str, Any
         "champion_version": record["champion_version"],
         # The next check: at the interval, or at the bake's end when that comes first (at least
         # a second: a Wait of 0 would spin).
-        "wait_seconds": max(1, min(settings.check_interval_seconds, int(remaining + 0.999))),
+        "wait_seconds": max(1, min(settings.check_interval_seconds, math.ceil(remaining))),
         "alarm": None,
     }
 

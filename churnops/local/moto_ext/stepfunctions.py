@@ -26,6 +26,7 @@ What moto 5.2.5 gets wrong there, and the twin needs right:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 import uuid
@@ -186,8 +187,10 @@ def _patched_glue_integration_pattern(original: Any) -> Any:
     return eval_integration_pattern
 
 
+@functools.cache
 def _sfn_operation(action: str) -> Any:
-    """The Step Functions API operation whose boto3 method is `action` (start_execution)."""
+    """The Step Functions API operation whose boto3 method is `action` (start_execution); the
+    service model is read from botocore's data files once per action, not per task."""
     import botocore.session
     from botocore import xform_name
 
